@@ -1,0 +1,32 @@
+GO ?= go
+BIN := bin/hotpatch
+
+.PHONY: all build test demo lint fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/hotpatch
+
+# The whole suite: unit tests, fuzz seeds and the live-process integration
+# tests (they need root or CAP_SYS_PTRACE, gcc and a Linux kernel).
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+demo: build
+	./scripts/demo.sh
+
+lint:
+	$(GO) vet ./...
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
+	staticcheck ./...
+
+fuzz:
+	$(GO) test -run=^$$ -fuzz=FuzzLoad -fuzztime=60s ./patchfile/
+
+bench: build
+	$(GO) test -run=^$$ -bench=. -benchtime=20x -timeout 30m ./engine/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,65 @@
+package consistency
+
+import "debug/elf"
+
+// MaxRegs bounds the DWARF register numbers an Arch may track.
+const MaxRegs = 64
+
+// Arch describes what the unwinder needs to know about one architecture.
+// Register numbers are DWARF numbers.
+type Arch struct {
+	Name    string
+	Machine elf.Machine
+	PtrSize int
+
+	// NumRegs is how many registers (0..NumRegs-1) are tracked while
+	// unwinding; Thread.Regs is indexed the same way.
+	NumRegs int
+	// SP is the stack pointer. A caller's SP is the callee's CFA.
+	SP uint64
+	// RA is the return-address column of the CFI tables.
+	RA uint64
+	// LinkReg is set on architectures whose calls leave the return address
+	// in a register (LR). The top frame's LR is then checked against the
+	// ranges as well: a leaf function, or one that has not saved LR yet,
+	// still returns into its caller through it.
+	LinkReg    bool
+	LinkRegNum uint64
+	// CalleeSaved has bit n set when register n keeps its value across a
+	// call, so it stays known in a caller frame when the CFI says nothing.
+	CalleeSaved uint64
+}
+
+// AMD64 is x86-64 (System V ABI).
+var AMD64 = &Arch{
+	Name:    "amd64",
+	Machine: elf.EM_X86_64,
+	PtrSize: 8,
+	// 0 rax, 1 rdx, 2 rcx, 3 rbx, 4 rsi, 5 rdi, 6 rbp, 7 rsp, 8..15 r8..r15.
+	NumRegs:     16,
+	SP:          7,
+	RA:          16,
+	CalleeSaved: 1<<3 | 1<<6 | 1<<7 | 1<<12 | 1<<13 | 1<<14 | 1<<15,
+}
+
+// ARM64 is AArch64 (AAPCS64): x0..x30 are 0..30, sp is 31, LR is x30.
+var ARM64 = &Arch{
+	Name:       "arm64",
+	Machine:    elf.EM_AARCH64,
+	PtrSize:    8,
+	NumRegs:    32,
+	SP:         31,
+	RA:         30,
+	LinkReg:    true,
+	LinkRegNum: 30,
+	// x19..x29 and sp.
+	CalleeSaved: 0x7ff<<19 | 1<<31,
+}
+
+func (a *Arch) calleeSaved(reg uint64) bool {
+	return reg < MaxRegs && a.CalleeSaved&(1<<reg) != 0
+}
+
+// raIsRegister reports whether the return-address column is a real register
+// (LR) rather than a pseudo column, so "same value" has a meaning for it.
+func (a *Arch) raIsRegister() bool { return a.RA < uint64(a.NumRegs) }

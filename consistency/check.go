@@ -1,0 +1,423 @@
+package consistency
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// MaxFrames bounds precise unwinding of one thread; deeper stacks are
+// scanned conservatively from there.
+const MaxFrames = 1024
+
+// ErrBusy is matched (errors.Is) by *BusyError.
+var ErrBusy = errors.New("thread inside a function being replaced")
+
+// Range is a half-open address range [Lo, Hi) in the target; Name labels
+// it in messages (usually the function name).
+type Range struct {
+	Lo, Hi uint64
+	Name   string
+}
+
+// Thread is one stopped thread's state.
+type Thread struct {
+	TID int
+	// Regs holds register values indexed by DWARF number (as far as the
+	// slice goes, up to Arch.NumRegs). PC and SP below take precedence.
+	Regs []uint64
+	PC   uint64
+	SP   uint64
+	// StackLo and StackHi bound the mapping holding SP (adjacent mappings
+	// of one stack merged). Nothing outside is read.
+	StackLo, StackHi uint64
+}
+
+// Busy is one reason a thread is not safe.
+type Busy struct {
+	TID   int
+	Range Range
+	// Frame is the frame index (0 = innermost) of the hit; for a
+	// conservative hit, the frame where precise unwinding stopped.
+	Frame int
+	// Addr is the PC, return address or stack word found in Range.
+	Addr uint64
+	// StackAddr is where a conservative scan found Addr (0 otherwise).
+	StackAddr uint64
+	// Precise is false when the hit comes from the conservative scan or
+	// from the (possibly stale) link register.
+	Precise bool
+}
+
+func (b Busy) String() string {
+	switch {
+	case b.Precise && b.Frame == 0:
+		return fmt.Sprintf("thread %d is in %s (frame 0, pc %#x)", b.TID, b.Range.Name, b.Addr)
+	case b.Precise:
+		return fmt.Sprintf("thread %d is in %s (frame %d, return address %#x)", b.TID, b.Range.Name, b.Frame, b.Addr)
+	case b.StackAddr == 0:
+		return fmt.Sprintf("thread %d may be in %s (link register %#x)", b.TID, b.Range.Name, b.Addr)
+	default:
+		return fmt.Sprintf("thread %d may be in %s (stack word %#x at %#x, conservative scan from frame %d)",
+			b.TID, b.Range.Name, b.Addr, b.StackAddr, b.Frame)
+	}
+}
+
+// BusyError reports the threads that prevent replacing the functions now.
+type BusyError struct {
+	Busy []Busy
+}
+
+func (e *BusyError) Error() string {
+	var sb strings.Builder
+	sb.WriteString(ErrBusy.Error())
+	for i, b := range e.Busy {
+		if i == 8 {
+			fmt.Fprintf(&sb, "; and %d more", len(e.Busy)-i)
+			break
+		}
+		sb.WriteString("; ")
+		sb.WriteString(b.String())
+	}
+	return sb.String()
+}
+
+// Is makes errors.Is(err, ErrBusy) true.
+func (e *BusyError) Is(target error) bool { return target == ErrBusy }
+
+// Result is the outcome of Check.
+type Result struct {
+	Busy []Busy
+	// Frames counts frames unwound precisely, over all threads.
+	Frames int
+	// Fallbacks counts threads that needed a conservative scan.
+	Fallbacks int
+}
+
+// Err returns a *BusyError when some thread is busy, else nil.
+func (r Result) Err() error {
+	if len(r.Busy) == 0 {
+		return nil
+	}
+	return &BusyError{Busy: r.Busy}
+}
+
+// Check reports every thread whose PC or stack refers to one of ranges.
+// Threads must be stopped. A thread is only found safe when its stack was
+// unwound precisely to its end or scanned conservatively; if neither is
+// possible Check returns an error, which must be treated as busy.
+func Check(arch *Arch, mods *Modules, mem Memory, threads []Thread, ranges []Range) (Result, error) {
+	if arch == nil || arch.PtrSize <= 0 || arch.NumRegs <= 0 || arch.NumRegs > MaxRegs {
+		return Result{}, errors.New("consistency: invalid Arch")
+	}
+	if mem == nil {
+		return Result{}, errors.New("consistency: no Memory")
+	}
+	for _, m := range mods.Modules() {
+		if m.machine != arch.Machine {
+			return Result{}, fmt.Errorf("consistency: module %s is %v, not %s", m.name, m.machine, arch.Name)
+		}
+	}
+	rs, err := newRangeSet(ranges)
+	if err != nil {
+		return Result{}, err
+	}
+	var res Result
+	if len(rs.r) == 0 {
+		return res, nil
+	}
+	w := &walker{arch: arch, mods: mods, rs: rs, seen: make([]int8, len(rs.r))}
+	var errs []error
+	for i := range threads {
+		if err := w.thread(&threads[i], mem, &res); err != nil {
+			errs = append(errs, fmt.Errorf("thread %d: %w", threads[i].TID, err))
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// rangeSet finds the range holding an address by binary search.
+type rangeSet struct {
+	r     []Range  // sorted by Lo
+	maxHi []uint64 // maxHi[i] = max(r[0..i].Hi), for overlapping ranges
+}
+
+func newRangeSet(ranges []Range) (*rangeSet, error) {
+	s := &rangeSet{}
+	for _, r := range ranges {
+		if r.Hi < r.Lo {
+			return nil, fmt.Errorf("consistency: range %s [%#x, %#x) is inverted", r.Name, r.Lo, r.Hi)
+		}
+		if r.Hi > r.Lo {
+			s.r = append(s.r, r)
+		}
+	}
+	sort.Slice(s.r, func(i, j int) bool { return s.r[i].Lo < s.r[j].Lo })
+	s.maxHi = make([]uint64, len(s.r))
+	var m uint64
+	for i, r := range s.r {
+		m = max(m, r.Hi)
+		s.maxHi[i] = m
+	}
+	return s, nil
+}
+
+// find returns the index of a range holding addr, or -1.
+func (s *rangeSet) find(addr uint64) int {
+	i := sort.Search(len(s.r), func(i int) bool { return s.r[i].Lo > addr }) - 1
+	for ; i >= 0 && s.maxHi[i] > addr; i-- {
+		if addr < s.r[i].Hi {
+			return i
+		}
+	}
+	return -1
+}
+
+// findRet tests a return address. The caller frame lies inside a function
+// if ra-1 does (the call may be its last instruction), and the thread will
+// execute the bytes at ra when it returns, so either one counts.
+func (s *rangeSet) findRet(ra uint64) int {
+	if i := s.find(ra); i >= 0 {
+		return i
+	}
+	return s.find(ra - 1)
+}
+
+// walker unwinds threads one after another, reusing its buffers.
+type walker struct {
+	arch  *Arch
+	mods  *Modules
+	rs    *rangeSet
+	stack stackCache
+	seen  []int8 // per range for the current thread: 0 none, 1 imprecise, 2 precise
+	hits  []Busy
+}
+
+type regSet struct {
+	v     [MaxRegs]uint64
+	valid uint64
+}
+
+func (r *regSet) get(n uint64) (uint64, bool) {
+	if n >= MaxRegs || r.valid&(1<<n) == 0 {
+		return 0, false
+	}
+	return r.v[n], true
+}
+
+func (r *regSet) set(n, v uint64) {
+	if n < MaxRegs {
+		r.v[n] = v
+		r.valid |= 1 << n
+	}
+}
+
+func (w *walker) hit(b Busy, idx int) {
+	switch {
+	case w.seen[idx] == 2, w.seen[idx] == 1 && !b.Precise:
+		return
+	case w.seen[idx] == 1:
+		for i := range w.hits {
+			if w.hits[i].Range == w.rs.r[idx] && w.hits[i].TID == b.TID {
+				w.hits[i] = b
+			}
+		}
+	default:
+		w.hits = append(w.hits, b)
+	}
+	if b.Precise {
+		w.seen[idx] = 2
+	} else {
+		w.seen[idx] = 1
+	}
+}
+
+func (w *walker) thread(t *Thread, mem Memory, res *Result) error {
+	a := w.arch
+	if t.StackHi <= t.StackLo || t.SP < t.StackLo || t.SP >= t.StackHi {
+		return fmt.Errorf("SP %#x outside the stack bounds [%#x, %#x)", t.SP, t.StackLo, t.StackHi)
+	}
+	clear(w.seen)
+	w.hits = w.hits[:0]
+	defer func() { res.Busy = append(res.Busy, w.hits...) }()
+	w.stack.reset(mem, t.StackLo, t.StackHi, a.PtrSize)
+	// One bulk read from SP up usually covers the whole unwind; a failure
+	// here shows up again at the first word actually needed.
+	_ = w.stack.ensure(t.SP&^uint64(a.PtrSize-1), t.SP&^uint64(a.PtrSize-1)+uint64(a.PtrSize))
+
+	var regs regSet
+	for i, v := range t.Regs {
+		if i >= a.NumRegs {
+			break
+		}
+		regs.set(uint64(i), v)
+	}
+	regs.set(a.SP, t.SP)
+
+	pc, sp := t.PC, t.SP
+	if i := w.rs.find(pc); i >= 0 {
+		w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: 0, Addr: pc, Precise: true}, i)
+	}
+	if a.LinkReg {
+		lr, ok := regs.get(a.LinkRegNum)
+		if !ok {
+			return errors.New("link register value missing")
+		}
+		if i := w.rs.findRet(lr); i >= 0 {
+			w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: 1, Addr: lr}, i)
+		}
+	}
+
+	for frame := 0; ; frame++ {
+		if frame >= MaxFrames {
+			return w.scan(t, sp, frame, res, fmt.Errorf("more than %d frames", MaxFrames))
+		}
+		res.Frames++
+		lookup := pc
+		if frame > 0 {
+			lookup = pc - 1 // the call may end its function
+		}
+		ra, end, err := w.step(&regs, lookup, sp, frame)
+		if err != nil {
+			return w.scan(t, sp, frame, res, err)
+		}
+		if end {
+			return nil
+		}
+		newSP, _ := regs.get(a.SP)
+		pc, sp = ra, newSP
+		if i := w.rs.findRet(ra); i >= 0 {
+			w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: frame + 1, Addr: ra, Precise: true}, i)
+		}
+	}
+}
+
+// step unwinds one frame in place: regs becomes the caller's registers.
+// It returns the return address, or end when the CFI marks the outermost
+// frame.
+func (w *walker) step(regs *regSet, pc, sp uint64, frame int) (ra uint64, end bool, err error) {
+	a := w.arch
+	m := w.mods.Lookup(pc)
+	if m == nil {
+		return 0, false, fmt.Errorf("pc %#x: no module: %w", pc, ErrNoCFI)
+	}
+	r := m.row(pc)
+	if r.err != nil {
+		return 0, false, r.err
+	}
+	if r.raReg != a.RA {
+		return 0, false, fmt.Errorf("pc %#x: return address column %d, want %d", pc, r.raReg, a.RA)
+	}
+	if !r.cfaOK {
+		return 0, false, fmt.Errorf("pc %#x: CFA rule not supported", pc)
+	}
+	base, ok := regs.get(r.cfaReg)
+	if !ok {
+		return 0, false, fmt.Errorf("pc %#x: CFA register %d unknown", pc, r.cfaReg)
+	}
+	cfa := base + uint64(r.cfaOff)
+
+	eval := func(rr regRule) (uint64, bool, error) {
+		switch rr.kind {
+		case ruleUnspecified, ruleSame:
+			v, ok := regs.get(rr.reg)
+			return v, ok, nil
+		case ruleUndefined:
+			return 0, false, nil
+		case ruleOffset:
+			v, err := w.stack.word(cfa + uint64(rr.off))
+			return v, err == nil, err
+		case ruleValOffset:
+			return cfa + uint64(rr.off), true, nil
+		case ruleRegister:
+			v, ok := regs.get(rr.src)
+			return v, ok, nil
+		}
+		return 0, false, fmt.Errorf("pc %#x: rule for register %d not supported", pc, rr.reg)
+	}
+
+	switch r.ra.kind {
+	case ruleUndefined:
+		return 0, true, nil // _start, thread entry: the outermost frame
+	case ruleUnspecified, ruleSame:
+		// Only meaningful where the column is a real register (LR).
+		if !a.raIsRegister() || (r.ra.kind == ruleUnspecified && !a.LinkReg) {
+			return 0, false, fmt.Errorf("pc %#x: no rule for the return address", pc)
+		}
+	}
+	ra, ok, err = eval(r.ra)
+	if err != nil {
+		return 0, false, err
+	}
+	if !ok {
+		return 0, false, fmt.Errorf("pc %#x: return address unknown", pc)
+	}
+	if ra == 0 {
+		return 0, false, fmt.Errorf("pc %#x: return address 0 without an end marker", pc)
+	}
+
+	// The caller's registers: callee-saved ones keep their value unless a
+	// rule says otherwise, all others (LR included) are unknown; SP
+	// becomes the CFA.
+	var next regSet
+	next.valid = regs.valid & a.CalleeSaved
+	next.v = regs.v
+	next.set(a.SP, cfa)
+	for _, rr := range r.regs {
+		if rr.reg >= uint64(a.NumRegs) {
+			continue
+		}
+		v, ok, err := eval(rr)
+		if err != nil {
+			if rr.kind == ruleCannot {
+				ok = false
+			} else {
+				return 0, false, err
+			}
+		}
+		next.valid &^= 1 << rr.reg
+		if ok {
+			next.set(rr.reg, v)
+		}
+	}
+	newSP, ok := next.get(a.SP)
+	switch {
+	case !ok:
+		return 0, false, fmt.Errorf("pc %#x: caller SP unknown", pc)
+	case newSP < sp, newSP == sp && !(frame == 0 && a.LinkReg):
+		// The stack only grows down; no progress means a loop.
+		return 0, false, fmt.Errorf("pc %#x: caller SP %#x not above SP %#x", pc, newSP, sp)
+	case newSP >= w.stack.hi:
+		return 0, false, fmt.Errorf("pc %#x: caller SP %#x: %w", pc, newSP, errOutsideStack)
+	}
+	*regs = next
+	return ra, false, nil
+}
+
+// scan is the conservative fallback: every aligned word from sp to the top
+// of the stack mapping is taken as a possible return address. why is the
+// unwinding error, returned if the stack cannot be read either.
+func (w *walker) scan(t *Thread, sp uint64, frame int, res *Result, why error) error {
+	res.Fallbacks++
+	n := uint64(w.arch.PtrSize)
+	start := (sp + n - 1) &^ (n - 1)
+	if start < t.StackLo || start >= t.StackHi {
+		return fmt.Errorf("cannot scan from %#x after unwinding failed (%v): %w", sp, why, errOutsideStack)
+	}
+	end := t.StackHi &^ (n - 1)
+	if err := w.stack.ensure(start, end); err != nil {
+		return fmt.Errorf("unwinding failed (%v) and the stack cannot be scanned: %w", why, err)
+	}
+	buf := w.stack.buf[start-w.stack.base : end-w.stack.base]
+	for off := 0; off+int(n) <= len(buf); off += int(n) {
+		v := w.stack.load(buf[off:])
+		if v < w.rs.r[0].Lo || v > w.rs.maxHi[len(w.rs.maxHi)-1] {
+			continue // fast reject: below or above every range
+		}
+		if i := w.rs.findRet(v); i >= 0 {
+			w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: frame, Addr: v, StackAddr: start + uint64(off)}, i)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,32 @@
+// Package consistency decides whether a set of functions can be replaced
+// now: with every thread of the target stopped, no thread may be executing
+// inside one of them or be due to return into one.
+//
+// For each thread, Check tests the PC against the ranges of the functions
+// and then unwinds the stack with the .eh_frame and .debug_frame call frame
+// information of the loaded modules (parsed with delve's dwarf/frame). Every
+// return address is tested too: the frame is busy if either the address or
+// the address minus one lies in a range, since the caller sits inside the
+// function holding the call and resumes executing the bytes at the return
+// address. On architectures with a link register the top frame's LR is
+// tested as well, because a leaf function returns through it.
+//
+// Unwinding is precise only while everything checks out: a CFI row exists,
+// the CFA and the return address are computable with the supported rules,
+// memory reads stay inside the thread's stack mapping, the stack pointer
+// moves up, and the depth stays bounded. It ends properly only at a frame
+// whose return address rule is undefined (_start, a thread's entry). At the
+// first frame where any of this fails, the rest of the stack is scanned
+// conservatively: every aligned word from that frame's SP to the top of the
+// stack mapping is treated as a return address. A failure of the unwinder
+// therefore never makes a thread look safe; if even the scan cannot read
+// the stack, Check returns an error.
+//
+// Check runs while the target is stopped, so it reads each stack in a few
+// bulk reads, caches evaluated CFI rows per module, and looks ranges up by
+// binary search. Modules are loaded beforehand with LoadModule.
+//
+// Not covered: stacks that belong to no thread (coroutines, green threads)
+// and the interrupted stack of a thread running a signal handler on an
+// alternate signal stack; only the stack holding SP is examined.
+package consistency

@@ -1,0 +1,164 @@
+//go:build linux && amd64
+
+package consistency
+
+import (
+	"debug/elf"
+	"errors"
+	"runtime"
+	"testing"
+	"time"
+)
+
+var variants = []struct {
+	name  string
+	flags []string
+	// precise: the fixture functions have CFI, so no scan is expected.
+	precise bool
+}{
+	{"O2", []string{"-O2"}, true},
+	{"O0", []string{"-O0"}, true},
+	{"O2-framepointer", []string{"-O2", "-fno-omit-frame-pointer"}, true},
+	{"O0-no-framepointer", []string{"-O0", "-fomit-frame-pointer"}, true},
+	{"O2-pie", []string{"-O2", "-fPIE", "-pie"}, true},
+	{"O2-nopie", []string{"-O2", "-fno-pie", "-no-pie"}, true},
+	{"O2-debug-frame", []string{"-O2", "-g", "-fno-asynchronous-unwind-tables"}, true},
+	{"O2-no-cfi", []string{"-O2", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"}, false},
+}
+
+func TestLiveChain(t *testing.T) {
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			f := buildFixture(t, v.flags...)
+			if v.name == "O2-debug-frame" {
+				ef, err := elf.Open(f.path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ef.Section(".debug_frame") == nil {
+					t.Fatal("fixture has no .debug_frame")
+				}
+				ef.Close()
+			}
+			for _, mode := range []string{"spin", "pause"} {
+				t.Run(mode, func(t *testing.T) { liveChain(t, f, mode, v.precise) })
+			}
+		})
+	}
+}
+
+func liveChain(t *testing.T, f *fixture, mode string, precise bool) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tr := startTracee(t, f, 1, mode)
+	if mode == "spin" {
+		time.Sleep(5 * time.Millisecond) // let it reach the loop
+	}
+	tr.stop(t, f)
+	defer tr.detach(t)
+
+	th := tr.threads
+	if len(th) != 1 {
+		t.Fatalf("want 1 thread, got %d", len(th))
+	}
+	inner := tr.rangeOf(f, "inner")
+	if mode == "spin" && (th[0].PC < inner.Lo || th[0].PC >= inner.Hi) {
+		t.Fatalf("spinning thread PC %#x not in inner [%#x, %#x)", th[0].PC, inner.Lo, inner.Hi)
+	}
+
+	for _, tc := range []struct {
+		fn    string
+		frame int // expected frame in spin mode when precise
+	}{{"inner", 0}, {"middle", 1}, {"outer", 2}} {
+		res, err := Check(AMD64, tr.mods, tr.memory(), th, []Range{tr.rangeOf(f, tc.fn), tr.rangeOf(f, "unrelated")})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.fn, err)
+		}
+		if len(res.Busy) != 1 || res.Busy[0].Range.Name != tc.fn || res.Busy[0].TID != th[0].TID {
+			t.Fatalf("%s: want one busy hit in %s, got %v (err %v)", tc.fn, tc.fn, res.Busy, res.Err())
+		}
+		b := res.Busy[0]
+		t.Logf("%s: %v; frames %d, fallbacks %d", tc.fn, b, res.Frames, res.Fallbacks)
+		if !errors.Is(res.Err(), ErrBusy) {
+			t.Fatalf("Err() = %v, want ErrBusy", res.Err())
+		}
+		if precise {
+			if !b.Precise || res.Fallbacks != 0 {
+				t.Errorf("%s: want a precise hit without fallback, got %v (fallbacks %d)", tc.fn, b, res.Fallbacks)
+			}
+			if mode == "spin" && b.Frame != tc.frame {
+				t.Errorf("%s: frame %d, want %d", tc.fn, b.Frame, tc.frame)
+			}
+		} else if tc.fn != "inner" || mode != "spin" {
+			if res.Fallbacks != 1 {
+				t.Errorf("%s: want a conservative scan, got %d fallbacks", tc.fn, res.Fallbacks)
+			}
+		}
+	}
+
+	res, err := Check(AMD64, tr.mods, tr.memory(), th, []Range{tr.rangeOf(f, "unrelated"), tr.rangeOf(f, "idle")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Busy) != 0 || res.Err() != nil {
+		t.Fatalf("unrelated: want not busy, got %v", res.Busy)
+	}
+	if precise && res.Fallbacks != 0 {
+		t.Errorf("unrelated: %d fallbacks, want 0", res.Fallbacks)
+	}
+	t.Logf("unrelated: not busy; frames %d, fallbacks %d", res.Frames, res.Fallbacks)
+}
+
+func TestLiveThreads(t *testing.T) {
+	f := buildFixture(t, "-O2")
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	const workers = 6
+	// One inner, workers-1 idle, one main announcement.
+	tr := startTracee(t, f, workers+1, "threads", "6")
+	time.Sleep(5 * time.Millisecond)
+	tr.stop(t, f)
+	defer tr.detach(t)
+	if len(tr.threads) != workers+1 {
+		t.Fatalf("want %d threads, got %d", workers+1, len(tr.threads))
+	}
+	busyTID := tr.lines["inner"][0]
+	idle := map[int]bool{}
+	for _, tid := range tr.lines["idle"] {
+		idle[tid] = true
+	}
+
+	start := time.Now()
+	res, err := Check(AMD64, tr.mods, tr.memory(), tr.threads, []Range{tr.rangeOf(f, "inner")})
+	t.Logf("Check of %d threads took %v (cold row cache)", len(tr.threads), time.Since(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Busy) != 1 || res.Busy[0].TID != busyTID || !res.Busy[0].Precise {
+		t.Fatalf("want only thread %d busy in inner, got %v", busyTID, res.Busy)
+	}
+	if res.Fallbacks != 0 {
+		t.Errorf("%d fallbacks, want 0", res.Fallbacks)
+	}
+
+	start = time.Now()
+	res, err = Check(AMD64, tr.mods, tr.memory(), tr.threads, []Range{tr.rangeOf(f, "idle"), tr.rangeOf(f, "unrelated")})
+	t.Logf("Check of %d threads took %v (warm)", len(tr.threads), time.Since(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Busy) != len(idle) {
+		t.Fatalf("want %d idle threads busy, got %v", len(idle), res.Busy)
+	}
+	for _, b := range res.Busy {
+		if !idle[b.TID] || b.Range.Name != "idle" || !b.Precise {
+			t.Errorf("unexpected hit %v", b)
+		}
+	}
+
+	res, err = Check(AMD64, tr.mods, tr.memory(), tr.threads, []Range{tr.rangeOf(f, "unrelated")})
+	if err != nil || len(res.Busy) != 0 || res.Fallbacks != 0 {
+		t.Fatalf("unrelated: busy %v, fallbacks %d, err %v", res.Busy, res.Fallbacks, err)
+	}
+	t.Logf("unrelated: %d frames over %d threads", res.Frames, len(tr.threads))
+}

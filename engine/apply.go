@@ -1,0 +1,559 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hotpatch/hotpatch/consistency"
+	"github.com/hotpatch/hotpatch/link"
+	"github.com/hotpatch/hotpatch/patchfile"
+	"github.com/hotpatch/hotpatch/proc"
+	"github.com/hotpatch/hotpatch/target"
+)
+
+// Options tune Apply and Revert.
+type Options struct {
+	// Timeout bounds the wait for no thread to be inside the functions.
+	Timeout time.Duration
+}
+
+func (o Options) timeout() time.Duration {
+	if o.Timeout <= 0 {
+		return 10 * time.Second
+	}
+	return o.Timeout
+}
+
+// Function is one redirected function in a result.
+type Function struct {
+	Name    string
+	Old     uint64
+	New     uint64
+	JumpLen int
+}
+
+// Result reports an apply.
+type Result struct {
+	ID             string
+	PID            int
+	AlreadyApplied bool
+	Base, Size     uint64
+	Functions      []Function
+	Imports        []link.Import
+	// Attempts counts all-thread stops; more than one means threads were busy.
+	Attempts int
+	// Pause is how long every thread was stopped for the switch.
+	Pause time.Duration
+	// Total is the whole apply, from loading the target to the end.
+	Total time.Duration
+	// Threads is the number of threads stopped for the switch.
+	Threads int
+}
+
+type plannedSite struct {
+	fn      patchfile.Function
+	addr    uint64
+	room    uint64
+	ranges  []consistency.Range
+	newName string
+}
+
+// Apply puts a loaded, verified patch into process pid.
+func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*Result, error) {
+	start := time.Now()
+	unlock, err := lock(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	s, err := open(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	res := &Result{ID: spec.Meta.ID, PID: pid}
+
+	if spec.Machine != s.arch.Machine {
+		return nil, fmt.Errorf("patch is for %v but this host is %s", spec.Machine, s.arch.Name)
+	}
+	var img *target.Image
+	for _, im := range s.images {
+		if im.BuildID == spec.Meta.TargetBuildID {
+			img = im
+		}
+	}
+	if img == nil {
+		return nil, fmt.Errorf("build-id %s (%s) in pid %d: %w; the process runs a different build", spec.Meta.TargetBuildID, spec.Meta.TargetPath, pid, ErrBuildIDMismatch)
+	}
+	records, err := s.records()
+	if err != nil {
+		return nil, err
+	}
+	var nextSeq uint64 = 1
+	for _, r := range records {
+		if r.rec.ID == spec.Meta.ID && s.liveSites(r.rec) > 0 {
+			res.AlreadyApplied = true
+			res.Base, res.Size = r.base, r.rec.Size
+			return res, nil
+		}
+		nextSeq = max(nextSeq, r.rec.Seq+1)
+	}
+	if err := s.collectStale(records); err != nil {
+		return nil, err
+	}
+	syms, err := target.LoadSymbols(img.File, img.Path)
+	if err != nil {
+		return nil, err
+	}
+
+	// Check every function against the running code before anything else.
+	sites := make([]plannedSite, 0, len(spec.Meta.Functions))
+	for _, fn := range spec.Meta.Functions {
+		ps, err := s.planSite(img, syms, fn, records)
+		if err != nil {
+			return nil, err
+		}
+		sites = append(sites, ps)
+	}
+	plan, err := link.NewPlan(spec, s.arch, recordSize(len(sites)), s.resolver(img, syms))
+	if err != nil {
+		return nil, err
+	}
+	res.Imports = plan.Imports
+	mods := s.cfiModules()
+
+	// Phase 1: map, link, write and protect the patch with one thread stopped.
+	var linked *link.Linked
+	rec := &record{Phase: phasePrepared, Applied: time.Now().UnixNano(), Seq: nextSeq, ID: spec.Meta.ID,
+		BuildID: spec.Meta.TargetBuildID, Bias: img.Bias}
+	err = s.remote(func(t *proc.Thread) error {
+		base, err := s.mapNear(t, img, plan.Size, plan.MaxEnd)
+		if err != nil {
+			return err
+		}
+		rec.Size = plan.Size
+		fail := func(err error) error {
+			s.syscall(t, s.arch.SysMunmap, base, plan.Size)
+			return err
+		}
+		if linked, err = plan.Link(base); err != nil {
+			return fail(err)
+		}
+		for _, seg := range linked.Segments {
+			if seg.Name == "text" {
+				rec.CodeOff, rec.CodeSize = seg.Off, uint64(len(seg.Data))
+			}
+		}
+		for _, ps := range sites {
+			newAddr, ok := linked.Symbols[ps.newName]
+			if !ok {
+				return fail(fmt.Errorf("new function %s not laid out", ps.newName))
+			}
+			tramp, err := s.arch.EncodeJump(ps.addr, newAddr, ps.room)
+			if err != nil {
+				return fail(&FunctionError{Function: ps.fn.Old, Err: ErrNoRoom, Detail: err.Error()})
+			}
+			orig := make([]byte, len(tramp))
+			if _, err := s.p.ReadAt(orig, ps.addr); err != nil {
+				return fail(err)
+			}
+			newSize := uint64(0)
+			if i, ok := spec.SymbolByName(ps.newName); ok {
+				newSize = spec.Symbols[i].Size
+			}
+			rec.Sites = append(rec.Sites, site{Addr: ps.addr, New: newAddr, NewSize: uint32(newSize), Orig: orig, Tramp: tramp, Name: truncName(ps.fn.Old)})
+			res.Functions = append(res.Functions, Function{Name: ps.fn.Old, Old: ps.addr, New: newAddr, JumpLen: len(tramp)})
+		}
+		if _, err := s.p.WriteAt(rec.encode(), base); err != nil {
+			return fail(err)
+		}
+		for _, seg := range linked.Segments {
+			if _, err := s.p.WriteAt(seg.Data, base+seg.Off); err != nil {
+				return fail(err)
+			}
+		}
+		// Name the mapping; kernels without CONFIG_ANON_VMA_NAME refuse, and
+		// status then finds the record by its magic instead.
+		s.syscall(t, s.arch.SysPrctl, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, base, plan.Size, base+nameOffset)
+		if _, err := s.syscall(t, s.arch.SysMprotect, base, link.Page*((recordSize(len(sites))+link.Page-1)/link.Page), unix.PROT_READ); err != nil {
+			return fail(fmt.Errorf("protect state record: %w", err))
+		}
+		for _, seg := range linked.Segments {
+			if _, err := s.syscall(t, s.arch.SysMprotect, base+seg.Off, uint64(len(seg.Data)), uint64(seg.Prot)); err != nil {
+				return fail(fmt.Errorf("protect %s: %w", seg.Name, err))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Base, res.Size = linked.Base, linked.Size
+
+	// Phase 2: stop everything, check, switch.
+	var ranges []consistency.Range
+	for _, ps := range sites {
+		ranges = append(ranges, ps.ranges...)
+	}
+	err = s.switchWhenIdle(ctx, opts.timeout(), mods, ranges, res, func() error {
+		return s.writeSites(linked.Base, rec, false)
+	})
+	if err != nil {
+		s.munmap(linked.Base, linked.Size)
+		return nil, err
+	}
+	res.Total = time.Since(start)
+	return res, nil
+}
+
+// planSite checks one replaced function against the running code.
+func (s *session) planSite(img *target.Image, syms *target.Symbols, fn patchfile.Function, records []found) (plannedSite, error) {
+	sym, err := syms.Lookup(fn.Old, fn.OldFile)
+	if err != nil {
+		return plannedSite{}, err
+	}
+	if sym.Value != fn.OldAddr {
+		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrHashMismatch,
+			Detail: fmt.Sprintf("symbol is at %#x in the target but the patch expects %#x", sym.Value, fn.OldAddr)}
+	}
+	if sym.Type != elf.STT_FUNC && sym.Type != elf.STT_GNU_IFUNC {
+		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrNoRoom, Detail: "not a function"}
+	}
+	addr := img.Bias + sym.Value
+	room := syms.Room(sym)
+	if room < uint64(s.arch.ShortJumpLen) {
+		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrNoRoom,
+			Detail: fmt.Sprintf("%d bytes before the next symbol, a jump needs %d", room, s.arch.ShortJumpLen)}
+	}
+	code := make([]byte, fn.OldSize)
+	if _, err := s.p.ReadAt(code, addr); err != nil {
+		return plannedSite{}, err
+	}
+	ranges := []consistency.Range{{Lo: addr, Hi: addr + max(fn.OldSize, 1), Name: fn.Old}}
+	// Functions already patched: hash the original bytes, and count every
+	// version still mapped as "being replaced".
+	sort.Slice(records, func(i, j int) bool { return records[i].rec.Seq > records[j].rec.Seq })
+	for _, r := range records {
+		for _, st := range r.rec.Sites {
+			if st.Addr >= addr && st.Addr+uint64(len(st.Orig)) <= addr+fn.OldSize {
+				copy(code[st.Addr-addr:], st.Orig)
+				ranges = append(ranges, consistency.Range{Lo: st.New, Hi: st.New + uint64(max(st.NewSize, 1)), Name: fn.Old + " (patch " + r.rec.ID + ")"})
+			}
+		}
+	}
+	sum := sha256.Sum256(code)
+	if got := "sha256:" + hex.EncodeToString(sum[:]); got != fn.OldHash {
+		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrHashMismatch,
+			Detail: fmt.Sprintf("running bytes hash to %s, the patch was made for %s", got, fn.OldHash)}
+	}
+	return plannedSite{fn: fn, addr: addr, room: room, ranges: ranges, newName: fn.New}, nil
+}
+
+// resolver binds the patch's undefined symbols: the base image first, with
+// its local symbols, then the other loaded objects in link-map order.
+func (s *session) resolver(img *target.Image, syms *target.Symbols) link.Resolver {
+	var order []*target.Image
+	loaded := map[*target.Image]*target.Symbols{img: syms}
+	return func(name string, tls bool) (link.Resolved, error) {
+		sym, err := syms.Lookup(name, "")
+		if err == nil {
+			if tls != (sym.Type == elf.STT_TLS) {
+				return link.Resolved{}, fmt.Errorf("%s: thread-local mismatch between patch and target", name)
+			}
+			r := link.Resolved{Addr: img.Bias + sym.Value, Size: sym.Size, Origin: img.Path, TLS: tls}
+			if tls {
+				off, err := tpOffset(img, syms, sym)
+				if err != nil {
+					return link.Resolved{}, err
+				}
+				r.TPOff = off
+			}
+			return r, nil
+		}
+		if errors.Is(err, target.ErrAmbiguousSymbol) {
+			return link.Resolved{}, err
+		}
+		if order == nil {
+			order = target.LoadOrder(s.p, s.images)
+		}
+		for _, other := range order {
+			if other == img {
+				continue
+			}
+			osyms := loaded[other]
+			if osyms == nil {
+				if osyms, err = target.LoadSymbols(other.File, other.Path); err != nil {
+					loaded[other] = &target.Symbols{}
+					continue
+				}
+				loaded[other] = osyms
+			}
+			ds, ok := osyms.LookupDynamic(name)
+			if !ok || (ds.Type == elf.STT_TLS) != tls {
+				continue
+			}
+			if tls {
+				return link.Resolved{}, fmt.Errorf("%s: thread-local variables of other objects (%s): %w", name, other.Path, link.ErrNotSupported)
+			}
+			addr := other.Bias + ds.Value
+			if ds.Type == elf.STT_GNU_IFUNC {
+				slot, ok := osyms.IFuncSlot(ds.Value)
+				if !ok {
+					return link.Resolved{}, fmt.Errorf("%s in %s is an IFUNC that no relocation resolved; call it through a pointer the program already holds", name, other.Path)
+				}
+				b := make([]byte, 8)
+				if _, err := s.p.ReadAt(b, other.Bias+slot); err != nil {
+					return link.Resolved{}, err
+				}
+				addr = le64(b)
+			}
+			return link.Resolved{Addr: addr, Size: ds.Size, Far: true, Origin: other.Path}, nil
+		}
+		return link.Resolved{}, target.ErrSymbolNotFound
+	}
+}
+
+func le64(b []byte) uint64 {
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+// tpOffset computes a static TLS variable's offset from the thread pointer.
+// The main executable's block is the first one, placed right below the
+// thread pointer (TLS variant II), exactly as glibc lays it out.
+func tpOffset(img *target.Image, syms *target.Symbols, sym target.Symbol) (int64, error) {
+	if !img.Main || syms.TLS == nil {
+		return 0, fmt.Errorf("thread-local %s: only the main executable's thread-local variables are supported: %w", sym.Name, link.ErrNotSupported)
+	}
+	t := syms.TLS
+	align := max(t.Align, 1)
+	firstbyte := (-(t.Vaddr & (align - 1))) & (align - 1)
+	off := (t.MemSize-firstbyte+align-1)/align*align + firstbyte
+	return int64(sym.Value) - int64(off), nil
+}
+
+// cfiModules parses the unwind tables of every executable image before any
+// thread is stopped, so the check itself only does lookups.
+func (s *session) cfiModules() *consistency.Modules {
+	var mods []*consistency.Module
+	for _, img := range s.images {
+		exec := false
+		for _, m := range img.Maps {
+			exec = exec || m.Exec()
+		}
+		if !exec {
+			continue
+		}
+		if m, err := consistency.LoadModule(img.File, img.Bias); err == nil {
+			mods = append(mods, m)
+		}
+	}
+	return consistency.NewModules(mods...)
+}
+
+// mapNear maps size bytes of fresh memory as close to img as the maps allow,
+// always within reach of a short jump.
+func (s *session) mapNear(t *proc.Thread, img *target.Image, size, maxEnd uint64) (uint64, error) {
+	for attempt := 0; attempt < 8; attempt++ {
+		maps, err := target.ReadMaps(s.pid)
+		if err != nil {
+			return 0, err
+		}
+		base, err := chooseBase(maps, img.Lo, img.Hi, size, uint64(s.arch.JumpReach), maxEnd)
+		if err != nil {
+			return 0, err
+		}
+		got, err := s.syscall(t, s.arch.SysMmap, base, size, unix.PROT_READ|unix.PROT_WRITE,
+			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
+		if err == unix.EEXIST {
+			continue // something mapped there meanwhile
+		}
+		if err != nil {
+			return 0, fmt.Errorf("map patch memory: %w", err)
+		}
+		if got != base {
+			// A kernel without MAP_FIXED_NOREPLACE treats the address as a hint.
+			s.syscall(t, s.arch.SysMunmap, got, size)
+			return 0, fmt.Errorf("map patch memory: kernel placed it at %#x, not %#x: %w", got, base, ErrNoSpace)
+		}
+		return base, nil
+	}
+	return 0, ErrNoSpace
+}
+
+// heapReserve keeps patch memory away from where brk grows the heap.
+const heapReserve = 1 << 30
+
+func chooseBase(maps []target.Mapping, lo, hi, size, reach, maxEnd uint64) (uint64, error) {
+	const minAddr = 1 << 16
+	const guard = 1 << 16
+	winLo := uint64(minAddr)
+	if hi > reach-guard {
+		winLo = max(winLo, hi-(reach-guard))
+	}
+	winHi := lo + (reach - guard)
+	if maxEnd != 0 && winHi > maxEnd {
+		winHi = maxEnd
+	}
+	blocked := append([]target.Mapping(nil), maps...)
+	for _, m := range maps {
+		if m.Path == "[heap]" {
+			blocked = append(blocked, target.Mapping{Start: m.Start, End: m.Start + heapReserve})
+		}
+	}
+	sort.Slice(blocked, func(i, j int) bool { return blocked[i].Start < blocked[j].Start })
+	best, bestDist := uint64(0), ^uint64(0)
+	for _, h := range target.Holes(mergeSpans(blocked), winLo, winHi) {
+		start := (h[0] + guard + link.Page - 1) &^ (link.Page - 1)
+		end := (h[1] - guard) &^ (link.Page - 1)
+		if end <= start || end-start < size {
+			continue
+		}
+		var cand, dist uint64
+		if end <= lo {
+			cand, dist = end-size, lo-end
+		} else {
+			cand, dist = start, start-min(start, hi)
+		}
+		if dist < bestDist {
+			best, bestDist = cand, dist
+		}
+	}
+	if bestDist == ^uint64(0) {
+		return 0, fmt.Errorf("%w: no %d-byte hole within %d MiB of %#x-%#x", ErrNoSpace, size, reach>>20, lo, hi)
+	}
+	return best, nil
+}
+
+func mergeSpans(ms []target.Mapping) []target.Mapping {
+	var out []target.Mapping
+	for _, m := range ms {
+		if n := len(out); n > 0 && m.Start <= out[n-1].End {
+			out[n-1].End = max(out[n-1].End, m.End)
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// writeSites writes every site's jump (or, when reverting, its original
+// bytes) and the record's phase around them.
+func (s *session) writeSites(base uint64, rec *record, revert bool) error {
+	phase := func(p uint32) error {
+		b := []byte{byte(p), byte(p >> 8), byte(p >> 16), byte(p >> 24)}
+		_, err := s.p.WriteAt(b, base+phaseOffset)
+		return err
+	}
+	from, to, final := phaseSwitching, phaseActive, uint32(phaseActive)
+	if revert {
+		from, final = phaseReverting, phasePrepared
+		_ = to
+	}
+	if err := phase(uint32(from)); err != nil {
+		return err
+	}
+	for i, st := range rec.Sites {
+		code := st.Tramp
+		if revert {
+			code = st.Orig
+		}
+		if _, err := s.p.WriteAt(code, st.Addr); err != nil {
+			// Undo what was written so the process stays fully old (or new).
+			for _, done := range rec.Sites[:i] {
+				undo := done.Orig
+				if revert {
+					undo = done.Tramp
+				}
+				s.p.WriteAt(undo, done.Addr)
+			}
+			return err
+		}
+	}
+	return phase(final)
+}
+
+// switchWhenIdle stops every thread until none is inside ranges, then runs
+// write while they are all stopped.
+func (s *session) switchWhenIdle(ctx context.Context, timeout time.Duration, mods *consistency.Modules, ranges []consistency.Range, res *Result, write func() error) error {
+	deadline := time.Now().Add(timeout)
+	backoff := time.Millisecond
+	for {
+		maps, err := target.ReadMaps(s.pid)
+		if err != nil {
+			return err
+		}
+		res.Attempts++
+		t0 := time.Now()
+		threads, err := s.p.StopAll()
+		if err != nil {
+			return err
+		}
+		busy, err := s.check(threads, maps, mods, ranges)
+		if err == nil && busy == nil {
+			err = write()
+			s.p.ResumeAll()
+			res.Pause = time.Since(t0)
+			res.Threads = len(threads)
+			return err
+		}
+		s.p.ResumeAll()
+		if err != nil {
+			return err
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			return fmt.Errorf("gave up after %v and %d attempts: %w", timeout, res.Attempts, busy)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 100*time.Millisecond)
+	}
+}
+
+func (s *session) check(threads []*proc.Thread, maps []target.Mapping, mods *consistency.Modules, ranges []consistency.Range) (error, error) {
+	cts := make([]consistency.Thread, 0, len(threads))
+	for _, t := range threads {
+		sp := t.Regs.SP()
+		ct := consistency.Thread{TID: t.TID, Regs: t.Regs.DWARF(), PC: t.Regs.PC(), SP: sp}
+		for _, m := range maps {
+			if m.Contains(sp) {
+				ct.StackLo, ct.StackHi = m.Start, m.End
+			}
+		}
+		if ct.StackHi == 0 {
+			// A stack mapped after maps was read: read it again.
+			fresh, err := target.ReadMaps(s.pid)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range fresh {
+				if m.Contains(sp) {
+					ct.StackLo, ct.StackHi = m.Start, m.End
+				}
+			}
+		}
+		cts = append(cts, ct)
+	}
+	result, err := consistency.Check(consistency.AMD64, mods, s.p, cts, ranges)
+	if err != nil {
+		return nil, err
+	}
+	if len(result.Busy) > 0 {
+		return &consistency.BusyError{Busy: result.Busy}, nil
+	}
+	return nil, nil
+}
+
+var _ = bytes.Equal

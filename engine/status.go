@@ -1,0 +1,276 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hotpatch/hotpatch/consistency"
+	"github.com/hotpatch/hotpatch/target"
+)
+
+// found is a state record located in the target.
+type found struct {
+	base uint64
+	rec  *record
+}
+
+// records finds every patch mapping of the process, by name where the
+// kernel names anonymous mappings, else by the record's magic.
+func (s *session) records() ([]found, error) {
+	var out []found
+	seen := map[uint64]bool{}
+	prevName := ""
+	for _, m := range s.maps {
+		name := m.AnonName()
+		candidate := false
+		switch {
+		case strings.HasPrefix(name, "hotpatch:"):
+			// A patch mapping is split by protections; its record is in the first part.
+			candidate = name != prevName
+		case m.Path == "" && m.Inode == 0 && strings.HasPrefix(m.Perms, "r--"):
+			candidate = true
+		}
+		prevName = name
+		if !candidate || seen[m.Start] {
+			continue
+		}
+		hdr := make([]byte, stateHdrSize)
+		if _, err := s.p.ReadAt(hdr, m.Start); err != nil || !bytes.Equal(hdr[:8], []byte(stateMagic)) {
+			continue
+		}
+		_, size, err := decodeHeader(hdr)
+		if err != nil {
+			return nil, fmt.Errorf("mapping at %#x: %w", m.Start, err)
+		}
+		full := make([]byte, size)
+		if _, err := s.p.ReadAt(full, m.Start); err != nil {
+			return nil, err
+		}
+		rec, err := decodeRecord(full)
+		if err != nil {
+			return nil, fmt.Errorf("mapping at %#x: %w", m.Start, err)
+		}
+		seen[m.Start] = true
+		out = append(out, found{base: m.Start, rec: rec})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].rec.Seq < out[j].rec.Seq })
+	return out, nil
+}
+
+// liveSites counts the sites whose running bytes are this patch's jump.
+func (s *session) liveSites(r *record) int {
+	n := 0
+	for _, st := range r.Sites {
+		cur := make([]byte, len(st.Tramp))
+		if _, err := s.p.ReadAt(cur, st.Addr); err == nil && bytes.Equal(cur, st.Tramp) {
+			n++
+		}
+	}
+	return n
+}
+
+// collectStale unmaps patch mappings that no jump leads to: leftovers of an
+// engine that died before switching or after reverting. The caller holds
+// the process lock, so no other engine is preparing them.
+func (s *session) collectStale(records []found) error {
+	for _, r := range records {
+		if s.liveSites(r.rec) > 0 || r.rec.Phase == phaseActive {
+			continue
+		}
+		if err := s.munmap(r.base, r.rec.Size); err != nil {
+			return fmt.Errorf("remove stale patch mapping %s at %#x: %w", r.rec.ID, r.base, err)
+		}
+	}
+	return nil
+}
+
+// PatchStatus describes one patch found in a process.
+type PatchStatus struct {
+	ID        string           `json:"id"`
+	Sequence  uint64           `json:"sequence"`
+	State     string           `json:"state"` // active, inactive, partial
+	Phase     string           `json:"phase"`
+	Base      uint64           `json:"base"`
+	Size      uint64           `json:"size"`
+	BuildID   string           `json:"target_build_id"`
+	Applied   time.Time        `json:"applied"`
+	Functions []FunctionStatus `json:"functions"`
+}
+
+// FunctionStatus is one site of a patch.
+type FunctionStatus struct {
+	Name string `json:"name"`
+	Old  uint64 `json:"old"`
+	New  uint64 `json:"new"`
+	Live bool   `json:"live"`
+}
+
+// Status reads the patches of pid from the process alone.
+func Status(pid int) ([]PatchStatus, error) {
+	s, err := open(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	records, err := s.records()
+	if err != nil {
+		return nil, err
+	}
+	out := []PatchStatus{}
+	for _, r := range records {
+		ps := PatchStatus{ID: r.rec.ID, Sequence: r.rec.Seq, Phase: phaseName(r.rec.Phase), Base: r.base, Size: r.rec.Size,
+			BuildID: r.rec.BuildID, Applied: time.Unix(0, r.rec.Applied).UTC()}
+		live := 0
+		for _, st := range r.rec.Sites {
+			cur := make([]byte, len(st.Tramp))
+			ok := false
+			if _, err := s.p.ReadAt(cur, st.Addr); err == nil {
+				ok = bytes.Equal(cur, st.Tramp)
+			}
+			// A newer patch on the same function hides this jump but keeps it in the chain.
+			if !ok {
+				ok = s.chainedOver(records, r.rec, st)
+			}
+			if ok {
+				live++
+			}
+			ps.Functions = append(ps.Functions, FunctionStatus{Name: st.Name, Old: st.Addr, New: st.New, Live: ok})
+		}
+		switch {
+		case live == len(r.rec.Sites):
+			ps.State = "active"
+		case live == 0:
+			ps.State = "inactive"
+		default:
+			ps.State = "partial"
+		}
+		out = append(out, ps)
+	}
+	return out, nil
+}
+
+// chainedOver reports whether a newer record's site at st.Addr saved st's
+// jump as its original bytes.
+func (s *session) chainedOver(records []found, rec *record, st site) bool {
+	for _, r := range records {
+		if r.rec.Seq <= rec.Seq {
+			continue
+		}
+		for _, o := range r.rec.Sites {
+			if o.Addr == st.Addr && bytes.Equal(o.Orig[:min(len(o.Orig), len(st.Tramp))], st.Tramp) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// RevertResult reports a revert.
+type RevertResult struct {
+	ID       string
+	Pause    time.Duration
+	Attempts int
+}
+
+// Revert removes patch id from pid. A patch with a newer patch stacked on
+// one of its functions must wait for that one to be reverted first.
+func Revert(ctx context.Context, pid int, id string, opts Options) (*RevertResult, error) {
+	unlock, err := lock(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	s, err := open(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	records, err := s.records()
+	if err != nil {
+		return nil, err
+	}
+	return s.revert(ctx, records, id, opts)
+}
+
+// RevertAll removes every patch, newest first.
+func RevertAll(ctx context.Context, pid int, opts Options) ([]*RevertResult, error) {
+	unlock, err := lock(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	s, err := open(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	records, err := s.records()
+	if err != nil {
+		return nil, err
+	}
+	var out []*RevertResult
+	for i := len(records) - 1; i >= 0; i-- {
+		r, err := s.revert(ctx, records[:i+1], records[i].rec.ID, opts)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (s *session) revert(ctx context.Context, records []found, id string, opts Options) (*RevertResult, error) {
+	var me *found
+	for i := range records {
+		if records[i].rec.ID == id {
+			me = &records[i]
+		}
+	}
+	if me == nil {
+		return nil, fmt.Errorf("%s in pid %d: %w", id, s.pid, ErrNotApplied)
+	}
+	for _, st := range me.rec.Sites {
+		cur := make([]byte, len(st.Tramp))
+		if _, err := s.p.ReadAt(cur, st.Addr); err != nil {
+			return nil, err
+		}
+		if bytes.Equal(cur, st.Tramp) || bytes.Equal(cur, st.Orig) {
+			continue
+		}
+		for _, r := range records {
+			if r.rec.Seq > me.rec.Seq {
+				for _, o := range r.rec.Sites {
+					if o.Addr == st.Addr {
+						return nil, fmt.Errorf("%s: %w: revert %s first", id, ErrStacked, r.rec.ID)
+					}
+				}
+			}
+		}
+		return nil, fmt.Errorf("%s: code at %s (%#x) was changed by something else; not reverting", id, st.Name, st.Addr)
+	}
+	res := &RevertResult{ID: id}
+	ranges := []consistency.Range{{Lo: me.base + me.rec.CodeOff, Hi: me.base + me.rec.CodeOff + max(me.rec.CodeSize, 1), Name: "patch " + id}}
+	mods := s.cfiModules()
+	ar := &Result{}
+	err := s.switchWhenIdle(ctx, opts.timeout(), mods, ranges, ar, func() error {
+		return s.writeSites(me.base, me.rec, true)
+	})
+	res.Pause, res.Attempts = ar.Pause, ar.Attempts
+	if err != nil {
+		return nil, err
+	}
+	if err := s.munmap(me.base, me.rec.Size); err != nil {
+		return res, fmt.Errorf("reverted, but unmapping patch memory failed (the next apply removes it): %w", err)
+	}
+	return res, nil
+}
+
+var (
+	_ = errors.New
+	_ = target.ReadMaps
+)

@@ -1,0 +1,387 @@
+package proc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	// ErrNoProcess means the PID does not exist or is not accessible.
+	ErrNoProcess = errors.New("no such process")
+	// ErrPermission means the caller may not trace the process.
+	ErrPermission = errors.New("not permitted to trace process")
+	// ErrThreadGone means a thread exited while it was being controlled.
+	ErrThreadGone = errors.New("thread exited")
+)
+
+// Error is a failed operation on one thread or address.
+type Error struct {
+	Op   string
+	TID  int
+	Addr uint64
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Addr != 0 {
+		return fmt.Sprintf("%s (thread %d, address %#x): %v", e.Op, e.TID, e.Addr, e.Err)
+	}
+	return fmt.Sprintf("%s (thread %d): %v", e.Op, e.TID, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Thread is a seized thread of the target that is currently stopped.
+type Thread struct {
+	TID  int
+	Regs Regs
+	// pendingSignal is a signal the thread was about to receive when it
+	// stopped; it is delivered again when the thread resumes.
+	pendingSignal unix.Signal
+}
+
+// Process is a target process. It is not safe for concurrent use.
+type Process struct {
+	PID int
+
+	mem     *os.File
+	reqs    chan func()
+	stopped map[int]*Thread
+	// SyscallInsn is the address of a system call instruction inside the
+	// target, used by Syscall. The caller finds it in the target's code.
+	SyscallInsn uint64
+}
+
+// Open opens a process for memory access and control. It does not stop it.
+func Open(pid int) (*Process, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	mem, err := os.OpenFile("/proc/"+strconv.Itoa(pid)+"/mem", os.O_RDWR, 0)
+	if err != nil {
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+		case errors.Is(err, os.ErrPermission):
+			return nil, fmt.Errorf("pid %d: %w (run as root or with CAP_SYS_PTRACE)", pid, ErrPermission)
+		}
+		return nil, fmt.Errorf("open memory of pid %d: %w", pid, err)
+	}
+	p := &Process{PID: pid, mem: mem, reqs: make(chan func()), stopped: map[int]*Thread{}}
+	go p.serve()
+	return p, nil
+}
+
+// serve runs every ptrace request on one OS thread: the kernel only accepts
+// requests from the thread that seized the tracee.
+func (p *Process) serve() {
+	runtime.LockOSThread()
+	for f := range p.reqs {
+		f()
+	}
+}
+
+func (p *Process) do(f func() error) error {
+	done := make(chan error, 1)
+	p.reqs <- func() { done <- f() }
+	return <-done
+}
+
+// Close resumes any stopped thread and releases the process.
+func (p *Process) Close() error {
+	err := p.ResumeAll()
+	close(p.reqs)
+	p.mem.Close()
+	return err
+}
+
+// ReadAt reads target memory at addr.
+func (p *Process) ReadAt(b []byte, addr uint64) (int, error) {
+	n, err := p.mem.ReadAt(b, int64(addr))
+	if err != nil {
+		return n, &Error{Op: "read memory", TID: p.PID, Addr: addr, Err: err}
+	}
+	return n, nil
+}
+
+// WriteAt writes target memory at addr. Through /proc/PID/mem the kernel
+// writes even read-only code pages and keeps instruction caches coherent.
+func (p *Process) WriteAt(b []byte, addr uint64) (int, error) {
+	n, err := p.mem.WriteAt(b, int64(addr))
+	if err != nil {
+		return n, &Error{Op: "write memory", TID: p.PID, Addr: addr, Err: err}
+	}
+	return n, nil
+}
+
+// Threads lists the thread ids of the process, sorted.
+func (p *Process) Threads() ([]int, error) {
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(p.PID) + "/task")
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("pid %d: %w", p.PID, ErrNoProcess)
+		}
+		return nil, err
+	}
+	tids := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	sort.Ints(tids)
+	return tids, nil
+}
+
+// Stopped returns the currently stopped threads, sorted by TID.
+func (p *Process) Stopped() []*Thread {
+	ts := make([]*Thread, 0, len(p.stopped))
+	for _, t := range p.stopped {
+		ts = append(ts, t)
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].TID < ts[j].TID })
+	return ts
+}
+
+// StopThread stops one thread (the main thread when tid is 0).
+func (p *Process) StopThread(tid int) (*Thread, error) {
+	if tid == 0 {
+		tid = p.PID
+	}
+	if t, ok := p.stopped[tid]; ok {
+		return t, nil
+	}
+	var t *Thread
+	err := p.do(func() error {
+		var err error
+		t, err = p.seizeAndStop(tid)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// StopAll stops every thread, including threads created while stopping.
+// It returns when a fresh listing of the threads finds none running.
+func (p *Process) StopAll() ([]*Thread, error) {
+	err := p.do(func() error {
+		for round := 0; ; round++ {
+			tids, err := p.Threads()
+			if err != nil {
+				return err
+			}
+			fresh := 0
+			for _, tid := range tids {
+				if _, ok := p.stopped[tid]; ok {
+					continue
+				}
+				fresh++
+				if err := unix.PtraceSeize(tid); err != nil {
+					if err == unix.ESRCH {
+						continue // exited meanwhile
+					}
+					return seizeError(tid, err)
+				}
+				if err := unix.PtraceInterrupt(tid); err != nil && err != unix.ESRCH {
+					return &Error{Op: "interrupt", TID: tid, Err: err}
+				}
+				p.stopped[tid] = &Thread{TID: tid}
+			}
+			if fresh == 0 {
+				break
+			}
+			if round > 1000 {
+				return &Error{Op: "stop threads", TID: p.PID, Err: errors.New("threads keep being created")}
+			}
+			// Wait for this round's stops before listing again, so a thread
+			// cloned by a not-yet-stopped thread is seen next round.
+			for tid, t := range p.stopped {
+				if t.Regs.valid {
+					continue
+				}
+				if err := p.waitStop(t); err != nil {
+					if errors.Is(err, ErrThreadGone) {
+						delete(p.stopped, tid)
+						continue
+					}
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		p.ResumeAll()
+		return nil, err
+	}
+	return p.Stopped(), nil
+}
+
+func seizeError(tid int, err error) error {
+	if err == unix.EPERM {
+		return &Error{Op: "seize", TID: tid, Err: fmt.Errorf("%w (another tracer attached, or missing CAP_SYS_PTRACE)", ErrPermission)}
+	}
+	return &Error{Op: "seize", TID: tid, Err: err}
+}
+
+// seizeAndStop must run on the ptrace thread.
+func (p *Process) seizeAndStop(tid int) (*Thread, error) {
+	if err := unix.PtraceSeize(tid); err != nil {
+		if err == unix.ESRCH {
+			return nil, &Error{Op: "seize", TID: tid, Err: ErrThreadGone}
+		}
+		return nil, seizeError(tid, err)
+	}
+	t := &Thread{TID: tid}
+	if err := unix.PtraceInterrupt(tid); err != nil {
+		unix.PtraceDetach(tid)
+		return nil, &Error{Op: "interrupt", TID: tid, Err: err}
+	}
+	if err := p.waitStop(t); err != nil {
+		return nil, err
+	}
+	p.stopped[tid] = t
+	return t, nil
+}
+
+// waitStop waits for t's next stop and loads its registers. A signal that
+// arrived instead of the interrupt is kept to be delivered on resume.
+func (p *Process) waitStop(t *Thread) error {
+	for {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(t.TID, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return &Error{Op: "wait", TID: t.TID, Err: err}
+		}
+		if ws.Exited() || ws.Signaled() {
+			return &Error{Op: "wait", TID: t.TID, Err: ErrThreadGone}
+		}
+		if !ws.Stopped() {
+			continue
+		}
+		sig := ws.StopSignal()
+		if ws.TrapCause() == 0 && sig != unix.SIGTRAP && sig != unix.SIGSTOP {
+			t.pendingSignal = sig
+		}
+		if err := getRegs(t.TID, &t.Regs); err != nil {
+			return &Error{Op: "read registers", TID: t.TID, Err: err}
+		}
+		return nil
+	}
+}
+
+// ResumeAll detaches every stopped thread; each continues exactly where it
+// stopped, with any signal it was about to receive.
+func (p *Process) ResumeAll() error {
+	if len(p.stopped) == 0 {
+		return nil
+	}
+	return p.do(func() error {
+		var first error
+		for tid, t := range p.stopped {
+			if err := detach(tid, int(t.pendingSignal)); err != nil && err != unix.ESRCH && first == nil {
+				first = &Error{Op: "detach", TID: tid, Err: err}
+			}
+			delete(p.stopped, tid)
+		}
+		return first
+	})
+}
+
+// Resume detaches one stopped thread.
+func (p *Process) Resume(t *Thread) error {
+	if _, ok := p.stopped[t.TID]; !ok {
+		return nil
+	}
+	return p.do(func() error {
+		delete(p.stopped, t.TID)
+		if err := detach(t.TID, int(t.pendingSignal)); err != nil && err != unix.ESRCH {
+			return &Error{Op: "detach", TID: t.TID, Err: err}
+		}
+		return nil
+	})
+}
+
+func detach(tid, sig int) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(tid), 0, uintptr(sig), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// Syscall runs system call nr with args in the stopped thread t, through
+// the instruction at p.SyscallInsn, and returns the raw result. All of t's
+// registers are restored afterwards, including its interrupted-syscall
+// state, so a blocking call it was in restarts transparently on resume.
+func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) {
+	if p.SyscallInsn == 0 {
+		return 0, errors.New("remote syscall: no syscall instruction located in the target")
+	}
+	if _, ok := p.stopped[t.TID]; !ok {
+		return 0, &Error{Op: "remote syscall", TID: t.TID, Err: errors.New("thread is not stopped")}
+	}
+	var ret uint64
+	err := p.do(func() error {
+		saved := t.Regs
+		call := saved
+		call.setSyscall(p.SyscallInsn, nr, args)
+		if err := setRegs(t.TID, &call); err != nil {
+			return &Error{Op: "set registers", TID: t.TID, Err: err}
+		}
+		// Restore the thread's own registers whatever happens next.
+		defer setRegs(t.TID, &saved)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if err := singleStep(t.TID); err != nil {
+				return &Error{Op: "single-step", TID: t.TID, Err: err}
+			}
+			var ws unix.WaitStatus
+			for {
+				_, err := unix.Wait4(t.TID, &ws, unix.WALL, nil)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil {
+					return &Error{Op: "wait", TID: t.TID, Err: err}
+				}
+				break
+			}
+			if ws.Exited() || ws.Signaled() {
+				delete(p.stopped, t.TID)
+				return &Error{Op: "remote syscall", TID: t.TID, Err: ErrThreadGone}
+			}
+			var now Regs
+			if err := getRegs(t.TID, &now); err != nil {
+				return &Error{Op: "read registers", TID: t.TID, Err: err}
+			}
+			if ws.Stopped() && ws.StopSignal() == unix.SIGTRAP && now.pc() == p.SyscallInsn+syscallInsnLen {
+				ret = now.syscallResult()
+				return nil
+			}
+			if ws.Stopped() && ws.TrapCause() == 0 && ws.StopSignal() != unix.SIGTRAP {
+				// A signal arrived first; keep it for the resume and retry.
+				t.pendingSignal = ws.StopSignal()
+			}
+			if now.pc() != p.SyscallInsn {
+				return &Error{Op: "remote syscall", TID: t.TID, Addr: now.pc(), Err: errors.New("thread left the syscall instruction unexpectedly")}
+			}
+			if time.Now().After(deadline) {
+				return &Error{Op: "remote syscall", TID: t.TID, Err: errors.New("no progress")}
+			}
+		}
+	})
+	return ret, err
+}

@@ -1,0 +1,58 @@
+package proc
+
+import (
+	"golang.org/x/sys/unix"
+)
+
+// syscallInsnLen is the length of the x86-64 `syscall` instruction (0f 05).
+const syscallInsnLen = 2
+
+// Regs is the register file of a stopped thread.
+type Regs struct {
+	unix.PtraceRegs
+	valid bool
+}
+
+// PC returns the instruction pointer.
+func (r *Regs) PC() uint64 { return r.Rip }
+
+// SP returns the stack pointer.
+func (r *Regs) SP() uint64 { return r.Rsp }
+
+// TP returns the thread pointer (the %fs base).
+func (r *Regs) TP() uint64 { return r.Fs_base }
+
+// DWARF returns the general registers indexed by DWARF register number.
+func (r *Regs) DWARF() []uint64 {
+	return []uint64{r.Rax, r.Rdx, r.Rcx, r.Rbx, r.Rsi, r.Rdi, r.Rbp, r.Rsp,
+		r.R8, r.R9, r.R10, r.R11, r.R12, r.R13, r.R14, r.R15, r.Rip}
+}
+
+func (r *Regs) pc() uint64 { return r.Rip }
+
+func (r *Regs) syscallResult() uint64 { return r.Rax }
+
+// setSyscall prepares a system call at insn. orig_rax = -1 keeps the
+// kernel's restart logic away from the injected call; the saved registers,
+// restored afterwards, carry the interrupted call's own restart state.
+func (r *Regs) setSyscall(insn, nr uint64, args []uint64) {
+	r.Rip = insn
+	r.Rax = nr
+	r.Orig_rax = ^uint64(0)
+	regs := []*uint64{&r.Rdi, &r.Rsi, &r.Rdx, &r.R10, &r.R8, &r.R9}
+	for i, a := range args {
+		*regs[i] = a
+	}
+}
+
+func getRegs(tid int, r *Regs) error {
+	if err := unix.PtraceGetRegs(tid, &r.PtraceRegs); err != nil {
+		return err
+	}
+	r.valid = true
+	return nil
+}
+
+func setRegs(tid int, r *Regs) error { return unix.PtraceSetRegs(tid, &r.PtraceRegs) }
+
+func singleStep(tid int) error { return unix.PtraceSingleStep(tid) }

@@ -1,0 +1,264 @@
+package target
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+var (
+	// ErrSymbolNotFound means no symbol of that name is defined.
+	ErrSymbolNotFound = errors.New("symbol not found")
+	// ErrAmbiguousSymbol means several local symbols share the name.
+	ErrAmbiguousSymbol = errors.New("ambiguous symbol")
+	// ErrNoSymbols means an image has neither .symtab, .dynsym nor a debug file.
+	ErrNoSymbols = errors.New("no symbol table")
+)
+
+// SymbolError names the symbol a lookup failed for.
+type SymbolError struct {
+	Name       string
+	Image      string
+	Candidates []string // for ambiguous names: "name@file"
+	Err        error
+}
+
+func (e *SymbolError) Error() string {
+	msg := fmt.Sprintf("symbol %s in %s: %v", e.Name, e.Image, e.Err)
+	if len(e.Candidates) > 0 {
+		msg += fmt.Sprintf(" (candidates %s; name the source file as NAME@FILE)", strings.Join(e.Candidates, ", "))
+	}
+	return msg
+}
+
+func (e *SymbolError) Unwrap() error { return e.Err }
+
+// Symbol is a defined symbol of an image, at its link-time address.
+type Symbol struct {
+	Name    string
+	Value   uint64
+	Size    uint64
+	Type    elf.SymType
+	Bind    elf.SymBind
+	Section elf.SectionIndex
+	File    string // the STT_FILE a local symbol belongs to
+	Version string
+}
+
+// TLSSegment describes an image's PT_TLS.
+type TLSSegment struct {
+	Vaddr, MemSize, Align uint64
+}
+
+// Symbols is the symbol table of one image.
+type Symbols struct {
+	Image  string
+	Source string // ".symtab", ".dynsym" or the debug file used
+	All    []Symbol
+	TLS    *TLSSegment
+	byName map[string][]int
+	starts []uint64 // sorted addresses of defined symbols
+	secEnd map[elf.SectionIndex]uint64
+	dyn    map[string]int // default-version dynamic symbols, index into dynAll
+	dynAll []Symbol
+	irel   map[uint64]uint64
+}
+
+// LoadSymbols reads the symbols of an ELF file: .symtab, else .dynsym plus
+// the build-id debug file under /usr/lib/debug/.build-id when present.
+func LoadSymbols(path, name string) (*Symbols, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	defer f.Close()
+	s := &Symbols{Image: name, byName: map[string][]int{}, secEnd: map[elf.SectionIndex]uint64{}, dyn: map[string]int{}, irel: map[uint64]uint64{}}
+	for i, sec := range f.Sections {
+		s.secEnd[elf.SectionIndex(i)] = sec.Addr + sec.Size
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_TLS {
+			s.TLS = &TLSSegment{Vaddr: p.Vaddr, MemSize: p.Memsz, Align: p.Align}
+		}
+	}
+	syms, symErr := f.Symbols()
+	s.Source = ".symtab"
+	if symErr != nil || len(syms) == 0 {
+		if id, err := BuildID(f); err == nil && len(id) > 2 {
+			dbg := filepath.Join("/usr/lib/debug/.build-id", id[:2], id[2:]+".debug")
+			if df, err := elf.Open(dbg); err == nil {
+				syms, symErr = df.Symbols()
+				df.Close()
+				s.Source = dbg
+			}
+		}
+	}
+	dyn, dynErr := f.DynamicSymbols()
+	if symErr != nil || len(syms) == 0 {
+		syms, s.Source = dyn, ".dynsym"
+	}
+	if len(syms) == 0 {
+		return nil, fmt.Errorf("%s: %w (install its debug symbols or rebuild without stripping)", name, ErrNoSymbols)
+	}
+	file := ""
+	for _, es := range syms {
+		typ, bind := elf.ST_TYPE(es.Info), elf.ST_BIND(es.Info)
+		if typ == elf.STT_FILE {
+			file = es.Name
+			continue
+		}
+		if es.Section == elf.SHN_UNDEF || es.Name == "" || typ == elf.STT_SECTION {
+			continue
+		}
+		sym := Symbol{Name: es.Name, Value: es.Value, Size: es.Size, Type: typ, Bind: bind, Section: es.Section, Version: es.Version}
+		if bind == elf.STB_LOCAL {
+			sym.File = file
+		}
+		s.byName[sym.Name] = append(s.byName[sym.Name], len(s.All))
+		s.All = append(s.All, sym)
+		if typ != elf.STT_TLS && es.Section < elf.SHN_LORESERVE {
+			s.starts = append(s.starts, sym.Value)
+		}
+	}
+	sort.Slice(s.starts, func(i, j int) bool { return s.starts[i] < s.starts[j] })
+	if dynErr == nil {
+		for _, es := range dyn {
+			typ, bind := elf.ST_TYPE(es.Info), elf.ST_BIND(es.Info)
+			if es.Section == elf.SHN_UNDEF || (bind != elf.STB_GLOBAL && bind != elf.STB_WEAK) {
+				continue
+			}
+			if es.HasVersion && es.VersionIndex.IsHidden() {
+				continue // only the default version binds new references
+			}
+			s.dyn[es.Name] = len(s.dynAll)
+			s.dynAll = append(s.dynAll, Symbol{Name: es.Name, Value: es.Value, Size: es.Size, Type: typ, Bind: bind, Section: es.Section, Version: es.Version})
+		}
+	}
+	s.loadIRelative(f)
+	return s, nil
+}
+
+// loadIRelative records, for each IRELATIVE relocation, the slot that holds
+// the resolved address of an IFUNC, keyed by the resolver's address.
+func (s *Symbols) loadIRelative(f *elf.File) {
+	if f.Machine != elf.EM_X86_64 && f.Machine != elf.EM_AARCH64 {
+		return
+	}
+	irelative := uint32(elf.R_X86_64_IRELATIVE)
+	if f.Machine == elf.EM_AARCH64 {
+		irelative = uint32(elf.R_AARCH64_IRELATIVE)
+	}
+	for _, sec := range f.Sections {
+		if sec.Type != elf.SHT_RELA {
+			continue
+		}
+		data, err := sec.Data()
+		if err != nil {
+			continue
+		}
+		for off := 0; off+24 <= len(data); off += 24 {
+			r := f.ByteOrder.Uint64(data[off:])
+			info := f.ByteOrder.Uint64(data[off+8:])
+			addend := f.ByteOrder.Uint64(data[off+16:])
+			if uint32(info) == irelative {
+				s.irel[addend] = r
+			}
+		}
+	}
+}
+
+// Lookup finds a defined symbol by name. A global symbol wins over locals;
+// several locals of one name need file (the STT_FILE name) to choose.
+func (s *Symbols) Lookup(name, file string) (Symbol, error) {
+	idx := s.byName[name]
+	var globals, locals []int
+	for _, i := range idx {
+		if s.All[i].Bind == elf.STB_LOCAL {
+			if file == "" || s.All[i].File == file || filepath.Base(s.All[i].File) == filepath.Base(file) {
+				locals = append(locals, i)
+			}
+		} else if file == "" {
+			globals = append(globals, i)
+		}
+	}
+	switch {
+	case len(globals) > 0:
+		return s.All[globals[0]], nil
+	case len(locals) == 1:
+		return s.All[locals[0]], nil
+	case len(locals) > 1:
+		// The same local can appear twice when .symtab repeats it; accept if identical.
+		first := s.All[locals[0]]
+		same := true
+		var cands []string
+		for _, i := range locals {
+			c := s.All[i]
+			cands = append(cands, c.Name+"@"+c.File)
+			if c.Value != first.Value {
+				same = false
+			}
+		}
+		if same {
+			return first, nil
+		}
+		return Symbol{}, &SymbolError{Name: name, Image: s.Image, Candidates: cands, Err: ErrAmbiguousSymbol}
+	}
+	if file != "" {
+		return Symbol{}, &SymbolError{Name: name + "@" + file, Image: s.Image, Err: ErrSymbolNotFound}
+	}
+	return Symbol{}, &SymbolError{Name: name, Image: s.Image, Err: ErrSymbolNotFound}
+}
+
+// LookupDynamic finds an exported default-version symbol, as the dynamic
+// linker would bind a new reference to it.
+func (s *Symbols) LookupDynamic(name string) (Symbol, bool) {
+	i, ok := s.dyn[name]
+	if !ok {
+		return Symbol{}, false
+	}
+	return s.dynAll[i], true
+}
+
+// IFuncSlot returns the link-time address of the slot the dynamic linker
+// filled with the resolved target of the IFUNC whose resolver is at resolver.
+func (s *Symbols) IFuncSlot(resolver uint64) (uint64, bool) {
+	slot, ok := s.irel[resolver]
+	return slot, ok
+}
+
+// Room returns how many bytes from addr up to the next symbol or the end of
+// its section, whichever comes first: the most a trampoline may overwrite.
+func (s *Symbols) Room(sym Symbol) uint64 {
+	end := sym.Value + sym.Size
+	if e, ok := s.secEnd[sym.Section]; ok && e > sym.Value {
+		end = e
+	}
+	i := sort.Search(len(s.starts), func(i int) bool { return s.starts[i] > sym.Value })
+	if i < len(s.starts) && s.starts[i] < end {
+		end = s.starts[i]
+	}
+	return end - sym.Value
+}
+
+// ReadFunction returns the bytes of a function symbol from the file.
+func ReadFunction(path string, sym Symbol) ([]byte, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && sym.Value >= p.Vaddr && sym.Value+sym.Size <= p.Vaddr+p.Filesz {
+			buf := make([]byte, sym.Size)
+			if _, err := p.ReadAt(buf, int64(sym.Value-p.Vaddr)); err != nil {
+				return nil, err
+			}
+			return buf, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: %#x+%d is not in a loaded segment", sym.Name, sym.Value, sym.Size)
+}
