@@ -34,12 +34,12 @@ func (e *RelocError) Unwrap() error { return e.Err }
 type Need int
 
 const (
-	NeedNothing Need = iota
-	NeedGOT          // a GOT slot holding S
-	NeedPLT          // a call stub when S may be out of direct reach
-	NeedTPOff        // S is a TLS variable; the value uses its TP offset
-	NeedGOTTPOff     // a GOT slot holding S's TP offset
-	NeedGOTBase      // the address of the patch GOT
+	NeedNothing  Need = iota
+	NeedGOT           // a GOT slot holding S
+	NeedPLT           // a call stub when S may be out of direct reach
+	NeedTPOff         // S is a TLS variable; the value uses its TP offset
+	NeedGOTTPOff      // a GOT slot holding S's TP offset
+	NeedGOTBase       // the address of the patch GOT
 	// NeedNear means the field holds S-P in 32 bits: S must lie within the
 	// patch's reach, which holds for the base image but not for imports.
 	NeedNear

@@ -153,7 +153,9 @@ func findBuildID(r interface{ Read([]byte) (int, error) }) (string, bool) {
 	return "", false
 }
 
-func le32(b []byte) uint64 { return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 }
+func le32(b []byte) uint64 {
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24
+}
 func align4(n uint64) uint64 { return (n + 3) &^ 3 }
 
 // BuildIDOfFile reads the build-id of the ELF file at path.
