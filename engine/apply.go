@@ -244,8 +244,8 @@ func (s *session) planSite(img *target.Image, syms *target.Symbols, fn patchfile
 	sort.Slice(records, func(i, j int) bool { return records[i].rec.Seq > records[j].rec.Seq })
 	for _, r := range records {
 		for _, st := range r.rec.Sites {
-			if st.Addr >= addr && st.Addr+uint64(len(st.Orig)) <= addr+fn.OldSize {
-				copy(code[st.Addr-addr:], st.Orig)
+			if st.Addr >= addr && st.Addr < addr+fn.OldSize {
+				copy(code[st.Addr-addr:], st.Orig) // a jump may run into padding past the end
 				ranges = append(ranges, consistency.Range{Lo: st.New, Hi: st.New + uint64(max(st.NewSize, 1)), Name: fn.Old + " (patch " + r.rec.ID + ")"})
 			}
 		}

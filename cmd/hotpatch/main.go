@@ -64,37 +64,13 @@ func packCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			buildID, err := target.BuildIDOfFile(targetPath)
-			if err != nil {
-				return fmt.Errorf("%s: %w (link the target with --build-id)", targetPath, err)
-			}
-			abs, _ := filepath.Abs(targetPath)
-			syms, err := target.LoadSymbols(targetPath, targetPath)
-			if err != nil {
-				return err
-			}
 			if id == "" {
 				sum := sha256.Sum256(obj)
 				id = strings.TrimSuffix(filepath.Base(args[0]), filepath.Ext(args[0])) + "-" + hex.EncodeToString(sum[:4])
 			}
-			meta := patchfile.Metadata{ID: id, TargetBuildID: buildID, TargetPath: abs}
-			for _, r := range replaces {
-				oldSpec, newName, ok := strings.Cut(r, "=")
-				if !ok || oldSpec == "" || newName == "" {
-					return fmt.Errorf("--replace %q: want OLD=NEW (OLD may be NAME@FILE.c for a static function)", r)
-				}
-				oldName, oldFile, _ := strings.Cut(oldSpec, "@")
-				sym, err := syms.Lookup(oldName, oldFile)
-				if err != nil {
-					return err
-				}
-				code, err := target.ReadFunction(targetPath, sym)
-				if err != nil {
-					return err
-				}
-				sum := sha256.Sum256(code)
-				meta.Functions = append(meta.Functions, patchfile.Function{Old: oldName, OldFile: oldFile, OldAddr: sym.Value,
-					OldSize: sym.Size, OldHash: "sha256:" + hex.EncodeToString(sum[:]), New: newName})
+			meta, err := target.PatchMetadata(targetPath, id, replaces)
+			if err != nil {
+				return err
 			}
 			img, err := patchfile.Pack(obj, meta)
 			if err != nil {
@@ -103,7 +79,7 @@ func packCmd() *cobra.Command {
 			if err := os.WriteFile(out, img, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: patch %s for %s (build-id %s), %d function(s)\n", out, id, targetPath, buildID, len(meta.Functions))
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: patch %s for %s (build-id %s), %d function(s)\n", out, id, targetPath, meta.TargetBuildID, len(meta.Functions))
 			return nil
 		},
 	}

@@ -1,0 +1,467 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/engine"
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/link"
+	"github.com/hotpatch/hotpatch/patchfile"
+	"github.com/hotpatch/hotpatch/target"
+)
+
+const waitLine = 5 * time.Second
+
+// build compiles a fixture program and returns its path.
+func build(t *testing.T, fixtureName, src, out string, flags ...string) string {
+	t.Helper()
+	dir := fixture.Dir(t, fixtureName)
+	bin := filepath.Join(t.TempDir(), out)
+	args := append([]string{"-O2", "-g", "-pthread", "-o", bin, filepath.Join(dir, src)}, flags...)
+	fixture.GCC(t, args...)
+	return bin
+}
+
+// object compiles a patch source to an object file.
+func object(t *testing.T, fixtureName, src string, flags ...string) string {
+	t.Helper()
+	obj := filepath.Join(t.TempDir(), strings.TrimSuffix(src, ".c")+".o")
+	args := append([]string{"-c", "-O2", "-o", obj, filepath.Join(fixture.Dir(t, fixtureName), src)}, flags...)
+	if len(flags) == 0 {
+		args = append(args, "-fPIC")
+	}
+	fixture.GCC(t, args...)
+	return obj
+}
+
+func apply(t *testing.T, pid int, spec *patchfile.Spec, timeout time.Duration) *engine.Result {
+	t.Helper()
+	res, err := engine.Apply(context.Background(), pid, spec, engine.Options{Timeout: timeout})
+	if err != nil {
+		t.Fatalf("apply %s: %v", spec.Meta.ID, err)
+	}
+	t.Logf("applied %s: pause %v, %d attempt(s), %d thread(s), total %v", res.ID, res.Pause, res.Attempts, res.Threads, res.Total)
+	return res
+}
+
+func revert(t *testing.T, pid int, id string) {
+	t.Helper()
+	if _, err := engine.Revert(context.Background(), pid, id, engine.Options{Timeout: 10 * time.Second}); err != nil {
+		t.Fatalf("revert %s: %v", id, err)
+	}
+}
+
+// snapshot captures what a refused apply must leave unchanged.
+type snapshot struct {
+	maps string
+	code []byte
+}
+
+func take(t *testing.T, pid int, addr uint64, n int) snapshot {
+	t.Helper()
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	code := make([]byte, n)
+	if _, err := f.ReadAt(code, int64(addr)); err != nil {
+		t.Fatal(err)
+	}
+	return snapshot{maps: string(maps), code: code}
+}
+
+func (s snapshot) assertSame(t *testing.T, after snapshot) {
+	t.Helper()
+	if strings.Contains(after.maps, "hotpatch") {
+		t.Errorf("a patch mapping was left behind:\n%s", after.maps)
+	}
+	if !bytes.Equal(s.code, after.code) {
+		t.Errorf("function bytes changed: % x -> % x", s.code, after.code)
+	}
+}
+
+// funcAddr is the runtime address of a function in the process's main image.
+func funcAddr(t *testing.T, pid int, bin, name string) uint64 {
+	t.Helper()
+	maps, err := target.ReadMaps(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := target.BuildIDOfFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := target.FindImage(pid, maps, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, err := target.LoadSymbols(bin, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sym, err := syms.Lookup(name, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img.Bias + sym.Value
+}
+
+func TestApplyRevertPIE(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "basic", "target.c", "basic", "-fPIE", "-pie")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "pie-fix", "compute=compute_v2")
+	res := apply(t, p.PID, spec, 5*time.Second)
+	if len(res.Functions) != 1 || res.Functions[0].JumpLen != 5 {
+		t.Errorf("want one 5-byte jump, got %+v", res.Functions)
+	}
+	p.WaitFor(t, p.Mark(), "compute=63", waitLine)
+
+	st, err := engine.Status(p.PID)
+	if err != nil || len(st) != 1 || st[0].ID != "pie-fix" || st[0].State != "active" {
+		t.Fatalf("status = %+v, %v", st, err)
+	}
+	// Applying the same patch twice is a no-op.
+	again, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{})
+	if err != nil || !again.AlreadyApplied {
+		t.Fatalf("second apply: %+v, %v", again, err)
+	}
+	revert(t, p.PID, "pie-fix")
+	p.WaitFor(t, p.Mark(), "compute=42", waitLine)
+	if st, _ := engine.Status(p.PID); len(st) != 0 {
+		t.Errorf("status after revert = %+v", st)
+	}
+	if maps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", p.PID)); bytes.Contains(maps, []byte("hotpatch")) {
+		t.Errorf("patch mapping left after revert")
+	}
+}
+
+func TestApplyNonPIE(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "basic", "target.c", "basic-nopie", "-fno-pie", "-no-pie")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42", waitLine)
+	// Non-PIC code with static data access through 32-bit fields.
+	spec := fixture.Pack(t, bin, object(t, "basic", "static_use.c", "-fno-pic"), "nopie-fix", "compute=compute_static")
+	res := apply(t, p.PID, spec, 5*time.Second)
+	if res.Base+res.Size > 1<<32 {
+		t.Errorf("non-PIC patch mapped at %#x, above 4 GiB", res.Base)
+	}
+	// helper(21) = 21+5, plus scale*100.
+	p.WaitFor(t, p.Mark(), "compute=526", waitLine)
+	revert(t, p.PID, "nopie-fix")
+	p.WaitFor(t, p.Mark(), "compute=42", waitLine)
+}
+
+func TestSharedLibrary(t *testing.T) {
+	fixture.Require(t)
+	dir := t.TempDir()
+	src := fixture.Dir(t, "sharedlib")
+	lib := filepath.Join(dir, "libcalc.so")
+	fixture.GCC(t, "-O2", "-g", "-shared", "-fPIC", "-o", lib, filepath.Join(src, "calc.c"))
+	bin := filepath.Join(dir, "main")
+	fixture.GCC(t, "-O2", "-o", bin, filepath.Join(src, "main.c"), "-L"+dir, "-lcalc", "-Wl,-rpath,"+dir)
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "lib=1001", waitLine)
+	spec := fixture.Pack(t, lib, object(t, "sharedlib", "lib_v2.c"), "lib-fix", "lib_compute=lib_compute_v2")
+	apply(t, p.PID, spec, 5*time.Second)
+	p.WaitFor(t, p.Mark(), "lib=2001", waitLine)
+	revert(t, p.PID, "lib-fix")
+	p.WaitFor(t, p.Mark(), "lib=1001", waitLine)
+}
+
+func TestManyThreadsHammering(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "basic", "target.c", "basic")
+	p := fixture.Start(t, bin, "8", "63")
+	p.WaitFor(t, 0, "threads=8", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "hammer-fix", "compute=compute_v2")
+	res := apply(t, p.PID, spec, 20*time.Second)
+	if res.Threads < 9 {
+		t.Errorf("stopped %d threads, want at least 9", res.Threads)
+	}
+	line := p.WaitFor(t, p.Mark(), "compute=63", waitLine)
+	time.Sleep(200 * time.Millisecond)
+	line = p.WaitFor(t, p.Mark(), "compute=63", waitLine)
+	if !strings.Contains(line, "bad=0") || strings.Contains(line, " new=0 ") {
+		t.Errorf("hammering threads saw wrong values or no new ones: %s", line)
+	}
+	revert(t, p.PID, "hammer-fix")
+	p.WaitFor(t, p.Mark(), "compute=42", waitLine)
+}
+
+func TestStaticFunctionAndData(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "basic", "target.c", "basic")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "basic", "static_use.c"), "static-fix", "compute=compute_static")
+	apply(t, p.PID, spec, 5*time.Second)
+	p.WaitFor(t, p.Mark(), "compute=526", waitLine)
+}
+
+func TestImportNewLibcFunction(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "basic", "target.c", "basic")
+	syms, err := target.LoadSymbols(bin, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := syms.LookupDynamic("getppid"); ok {
+		t.Fatal("fixture must not import getppid")
+	}
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "basic", "import.c"), "import-fix", "compute=compute_import")
+	res := apply(t, p.PID, spec, 5*time.Second)
+	found := false
+	for _, im := range res.Imports {
+		found = found || (im.Name == "getppid" && strings.Contains(im.Origin, "libc"))
+	}
+	if !found {
+		t.Errorf("getppid not imported from libc: %+v", res.Imports)
+	}
+	p.WaitFor(t, p.Mark(), "compute=84", waitLine)
+}
+
+func TestThreadLocal(t *testing.T) {
+	fixture.Require(t)
+	for _, pic := range []string{"-fPIC", "-fno-pic"} {
+		t.Run(pic, func(t *testing.T) {
+			bin := build(t, "basic", "target.c", "basic")
+			p := fixture.Start(t, bin)
+			p.WaitFor(t, 0, "compute=42", waitLine)
+			spec := fixture.Pack(t, bin, object(t, "basic", "tls.c", pic), "tls-fix", "compute=compute_tls")
+			apply(t, p.PID, spec, 5*time.Second)
+			p.WaitFor(t, p.Mark(), "compute=7021", waitLine)
+		})
+	}
+}
+
+func TestTinyFunction(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "basic", "target.c", "basic")
+	syms, _ := target.LoadSymbols(bin, bin)
+	if sym, err := syms.Lookup("tiny", ""); err != nil || sym.Size >= 5 {
+		t.Fatalf("fixture's tiny must be under 5 bytes: %+v %v", sym, err)
+	}
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "tiny=2", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "basic", "tiny_v2.c"), "tiny-fix", "tiny=tiny_v2")
+	apply(t, p.PID, spec, 5*time.Second)
+	p.WaitFor(t, p.Mark(), "tiny=101", waitLine)
+	revert(t, p.PID, "tiny-fix")
+	p.WaitFor(t, p.Mark(), "tiny=2", waitLine)
+}
+
+func TestSleepingThreadDelaysApply(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "sleeper", "target.c", "sleeper")
+	p := fixture.Start(t, bin, "400000")
+	p.WaitFor(t, 0, "slow=42", waitLine)
+	// Start the apply while the thread sleeps inside slow().
+	p.WaitFor(t, p.Mark(), "entering", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "sleeper", "slow_v2.c"), "slow-fix", "slow=slow_v2")
+	res := apply(t, p.PID, spec, 10*time.Second)
+	if res.Attempts < 2 {
+		t.Errorf("apply succeeded on attempt %d while a thread slept inside slow()", res.Attempts)
+	}
+	p.WaitFor(t, p.Mark(), "slow=63", waitLine)
+}
+
+func TestBusyTimeoutLeavesTargetUntouched(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "sleeper", "target.c", "sleeper")
+	p := fixture.Start(t, bin, "100000000")
+	p.WaitFor(t, 0, "entering", waitLine)
+	time.Sleep(50 * time.Millisecond)
+	addr := funcAddr(t, p.PID, bin, "slow")
+	before := take(t, p.PID, addr, 16)
+	spec := fixture.Pack(t, bin, object(t, "sleeper", "slow_v2.c"), "slow-fix", "slow=slow_v2")
+	_, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{Timeout: 300 * time.Millisecond})
+	if !errors.Is(err, engine.ErrBusy) {
+		t.Fatalf("want ErrBusy, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "slow") || !strings.Contains(err.Error(), fmt.Sprint(p.PID)) {
+		t.Errorf("error should name the thread and the function: %v", err)
+	}
+	before.assertSame(t, take(t, p.PID, addr, 16))
+	if !p.Alive() {
+		t.Errorf("target not running after a refused apply")
+	}
+}
+
+func TestBlockedSyscallsComplete(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "blocking", "target.c", "blocking")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "reader blocking", waitLine)
+	p.WaitFor(t, 0, "compute=42", waitLine)
+	time.Sleep(50 * time.Millisecond)
+	spec := fixture.Pack(t, bin, object(t, "blocking", "compute_v2.c"), "block-fix", "compute=compute_v2")
+	for i := 0; i < 3; i++ { // several stops while the calls block
+		apply(t, p.PID, spec, 5*time.Second)
+		revert(t, p.PID, "block-fix")
+	}
+	apply(t, p.PID, spec, 5*time.Second)
+	p.WaitFor(t, p.Mark(), "compute=63", waitLine)
+	if _, err := p.Stdin.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	p.WaitFor(t, 0, "read 6 bytes: hello", waitLine)
+	p.WaitFor(t, 0, "sem_wait woke", waitLine)
+	time.Sleep(300 * time.Millisecond)
+	for _, l := range p.Lines() {
+		if strings.Contains(l, "interrupted") || strings.Contains(l, "failed") {
+			t.Errorf("a blocked call saw the patch: %s", l)
+		}
+	}
+}
+
+func TestRecursionOnStack(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "recursion", "target.c", "recursion")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "depth=40", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "recursion", "depth_v2.c"), "depth-fix", "depth=depth_v2")
+	apply(t, p.PID, spec, 10*time.Second)
+	p.WaitFor(t, p.Mark(), "depth=1040", waitLine)
+	for _, l := range p.Lines() {
+		if strings.HasPrefix(l, "depth=") && l != "depth=40" && l != "depth=1040" {
+			t.Errorf("mixed old and new frames produced %s", l)
+		}
+	}
+}
+
+func TestForkKeepsPatch(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "forker", "target.c", "forker")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "parent compute=42", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "forker", "compute_v2.c"), "fork-fix", "compute=compute_v2")
+	apply(t, p.PID, spec, 5*time.Second)
+	mark := p.Mark()
+	p.Stdin.Write([]byte("fork\n"))
+	p.WaitFor(t, mark, "child compute=63", waitLine)
+	p.WaitFor(t, mark, "parent compute=63", waitLine)
+}
+
+func TestStackingLIFO(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "basic", "target.c", "basic")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42", waitLine)
+	first := fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "first", "compute=compute_v2")
+	second := fixture.Pack(t, bin, object(t, "basic", "compute_v3.c"), "second", "compute=compute_v3")
+	apply(t, p.PID, first, 5*time.Second)
+	p.WaitFor(t, p.Mark(), "compute=63", waitLine)
+	apply(t, p.PID, second, 5*time.Second)
+	p.WaitFor(t, p.Mark(), "compute=105", waitLine)
+
+	st, err := engine.Status(p.PID)
+	if err != nil || len(st) != 2 || st[0].ID != "first" || st[1].ID != "second" || st[0].State != "active" {
+		t.Fatalf("status = %+v, %v", st, err)
+	}
+	if _, err := engine.Revert(context.Background(), p.PID, "first", engine.Options{}); !errors.Is(err, engine.ErrStacked) {
+		t.Fatalf("reverting the older patch first: want ErrStacked, got %v", err)
+	}
+	revert(t, p.PID, "second")
+	p.WaitFor(t, p.Mark(), "compute=63", waitLine)
+	revert(t, p.PID, "first")
+	p.WaitFor(t, p.Mark(), "compute=42", waitLine)
+}
+
+func TestRevertAll(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "basic", "target.c", "basic")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42", waitLine)
+	apply(t, p.PID, fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "a", "compute=compute_v2"), 5*time.Second)
+	apply(t, p.PID, fixture.Pack(t, bin, object(t, "basic", "tiny_v2.c"), "b", "tiny=tiny_v2"), 5*time.Second)
+	p.WaitFor(t, p.Mark(), "compute=63 tiny=101", waitLine)
+	res, err := engine.RevertAll(context.Background(), p.PID, engine.Options{})
+	if err != nil || len(res) != 2 || res[0].ID != "b" {
+		t.Fatalf("revert all = %+v, %v", res, err)
+	}
+	p.WaitFor(t, p.Mark(), "compute=42 tiny=2", waitLine)
+}
+
+func TestRefusals(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "basic", "target.c", "basic")
+	other := build(t, "basic", "target.c", "other", "-DOTHER_BUILD=1", "-O1")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42", waitLine)
+	addr := funcAddr(t, p.PID, bin, "compute")
+
+	cases := []struct {
+		name string
+		spec func() (*patchfile.Spec, error)
+		want error
+		text string
+	}{
+		{"other build", func() (*patchfile.Spec, error) {
+			return fixture.Pack(t, other, object(t, "basic", "compute_v2.c"), "x", "compute=compute_v2"), nil
+		}, engine.ErrBuildIDMismatch, "build-id"},
+		{"changed code", func() (*patchfile.Spec, error) {
+			meta, err := target.PatchMetadata(bin, "x", []string{"compute=compute_v2"})
+			if err != nil {
+				return nil, err
+			}
+			meta.Functions[0].OldHash = "sha256:" + strings.Repeat("0", 64)
+			obj, _ := os.ReadFile(object(t, "basic", "compute_v2.c"))
+			raw, err := patchfile.Pack(obj, meta)
+			if err != nil {
+				return nil, err
+			}
+			return patchfile.Load(raw)
+		}, engine.ErrHashMismatch, "compute"},
+		{"unresolved symbol", func() (*patchfile.Spec, error) {
+			return fixture.Pack(t, bin, object(t, "basic", "unresolved.c"), "x", "compute=compute_bad"), nil
+		}, link.ErrUnresolved, "no_such_function"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			spec, err := c.spec()
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := take(t, p.PID, addr, 16)
+			_, err = engine.Apply(context.Background(), p.PID, spec, engine.Options{Timeout: time.Second})
+			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.text) {
+				t.Fatalf("want %v mentioning %q, got %v", c.want, c.text, err)
+			}
+			before.assertSame(t, take(t, p.PID, addr, 16))
+			p.WaitFor(t, p.Mark(), "compute=42", waitLine)
+		})
+	}
+
+	t.Run("no room", func(t *testing.T) {
+		nb := build(t, "basic", "noroom_target.c", "noroom")
+		np := fixture.Start(t, nb)
+		np.WaitFor(t, 0, "tight=2", waitLine)
+		a := funcAddr(t, np.PID, nb, "tight")
+		before := take(t, np.PID, a, 8)
+		spec := fixture.Pack(t, nb, object(t, "basic", "noroom.c"), "x", "tight=tight_v2")
+		_, err := engine.Apply(context.Background(), np.PID, spec, engine.Options{Timeout: time.Second})
+		if !errors.Is(err, engine.ErrNoRoom) || !strings.Contains(err.Error(), "tight") {
+			t.Fatalf("want ErrNoRoom naming tight, got %v", err)
+		}
+		before.assertSame(t, take(t, np.PID, a, 8))
+		np.WaitFor(t, np.Mark(), "tight=2", waitLine)
+	})
+}
