@@ -57,6 +57,13 @@ type Result struct {
 	Total time.Duration
 	// Threads is the number of threads stopped for the switch.
 	Threads int
+	// Phases splits Pause: stopping, checking, writing, resuming.
+	Phases PausePhases
+}
+
+// PausePhases splits a pause into its steps.
+type PausePhases struct {
+	Stop, Check, Write, Resume time.Duration
 }
 
 type plannedSite struct {
@@ -493,21 +500,32 @@ func (s *session) switchWhenIdle(ctx context.Context, timeout time.Duration, mod
 			return err
 		}
 		res.Attempts++
-		t0 := time.Now()
-		threads, err := s.p.StopAll()
-		if err != nil {
-			return err
-		}
-		busy, err := s.check(threads, maps, mods, ranges)
-		if err == nil && busy == nil {
+		var busy error
+		var done bool
+		err = s.p.Run(func() error {
+			t0 := time.Now()
+			threads, err := s.p.StopAll()
+			if err != nil {
+				return err
+			}
+			t1 := time.Now()
+			busy, err = s.check(threads, maps, mods, ranges)
+			t2 := time.Now()
+			if err != nil || busy != nil {
+				s.p.ResumeAll()
+				return err
+			}
 			err = write()
+			t3 := time.Now()
 			s.p.ResumeAll()
-			res.Pause = time.Since(t0)
+			t4 := time.Now()
+			res.Pause = t4.Sub(t0)
+			res.Phases = PausePhases{Stop: t1.Sub(t0), Check: t2.Sub(t1), Write: t3.Sub(t2), Resume: t4.Sub(t3)}
 			res.Threads = len(threads)
+			done = true
 			return err
-		}
-		s.p.ResumeAll()
-		if err != nil {
+		})
+		if err != nil || done {
 			return err
 		}
 		if time.Now().Add(backoff).After(deadline) {

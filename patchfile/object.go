@@ -216,6 +216,8 @@ func (o *object) checkSections() error {
 		}
 		if alloc {
 			switch h.Type {
+			case elf.SHT_NULL:
+				return formatErr(off, "inactive (SHT_NULL) section %d is marked allocatable", i)
 			case elf.SHT_SYMTAB, elf.SHT_DYNSYM, elf.SHT_RELA, elf.SHT_DYNAMIC, elf.SHT_GROUP, elf.SHT_STRTAB:
 				return formatErr(off, "unexpected allocatable %v section %s in a relocatable object", h.Type, name)
 			}

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -53,6 +54,7 @@ type Process struct {
 
 	mem     *os.File
 	reqs    chan func()
+	serving atomic.Bool // true while a request runs on the ptrace thread
 	stopped map[int]*Thread
 	// SyscallInsn is the address of a system call instruction inside the
 	// target, used by Syscall. The caller finds it in the target's code.
@@ -81,18 +83,34 @@ func Open(pid int) (*Process, error) {
 
 // serve runs every ptrace request on one OS thread: the kernel only accepts
 // requests from the thread that seized the tracee.
+//
+// The thread also runs at real-time priority where permitted: while the
+// target is stopped, the threads it wakes (or the target's own busy
+// threads) must not take the CPU from the tracer and stretch the pause.
 func (p *Process) serve() {
 	runtime.LockOSThread()
+	unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 1}, 0)
 	for f := range p.reqs {
+		p.serving.Store(true)
 		f()
+		p.serving.Store(false)
 	}
 }
 
+// do runs f on the ptrace thread. Called from inside Run, it runs f inline:
+// the caller is already there.
 func (p *Process) do(f func() error) error {
+	if p.serving.Load() {
+		return f()
+	}
 	done := make(chan error, 1)
 	p.reqs <- func() { done <- f() }
 	return <-done
 }
+
+// Run runs fn on the ptrace thread, so a whole stop-check-resume sequence
+// happens on one high-priority thread without hand-offs between threads.
+func (p *Process) Run(fn func() error) error { return p.do(fn) }
 
 // Close resumes any stopped thread and releases the process.
 func (p *Process) Close() error {
