@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // MaxFrames bounds precise unwinding of one thread; deeper stacks are
@@ -127,7 +128,10 @@ func Check(arch *Arch, mods *Modules, mem Memory, threads []Thread, ranges []Ran
 	if len(rs.r) == 0 {
 		return res, nil
 	}
-	w := &walker{arch: arch, mods: mods, rs: rs, seen: make([]int8, len(rs.r))}
+	w := walkers.Get().(*walker)
+	defer walkers.Put(w)
+	w.arch, w.mods, w.rs = arch, mods, rs
+	w.seen = append(w.seen[:0], make([]int8, len(rs.r))...)
 	var errs []error
 	for i := range threads {
 		if err := w.thread(&threads[i], mem, &res); err != nil {
@@ -193,6 +197,10 @@ type walker struct {
 	seen  []int8 // per range for the current thread: 0 none, 1 imprecise, 2 precise
 	hits  []Busy
 }
+
+// walkers keeps stack buffers across calls; Check runs while the target
+// is stopped, so it should not wait for fresh memory.
+var walkers = sync.Pool{New: func() any { return new(walker) }}
 
 type regSet struct {
 	v     [MaxRegs]uint64

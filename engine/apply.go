@@ -59,6 +59,11 @@ type Result struct {
 	Threads int
 	// Phases splits Pause: stopping, checking, writing, resuming.
 	Phases PausePhases
+	// Completed means the patch was found half switched in by an engine
+	// that died, and this apply finished it.
+	Completed bool
+
+	buildID string
 }
 
 // PausePhases splits a pause into its steps.
@@ -87,7 +92,7 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 		return nil, err
 	}
 	defer s.close()
-	res := &Result{ID: spec.Meta.ID, PID: pid}
+	res := &Result{ID: spec.Meta.ID, PID: pid, buildID: spec.Meta.TargetBuildID}
 
 	if spec.Machine != s.arch.Machine {
 		return nil, fmt.Errorf("patch is for %v but this host is %s", spec.Machine, s.arch.Name)
@@ -106,11 +111,17 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 		return nil, err
 	}
 	var nextSeq uint64 = 1
-	for _, r := range records {
-		if r.rec.ID == spec.Meta.ID && s.liveSites(r.rec) > 0 {
-			res.AlreadyApplied = true
-			res.Base, res.Size = r.base, r.rec.Size
-			return res, nil
+	var partial *found
+	for i, r := range records {
+		if r.rec.ID == spec.Meta.ID {
+			switch live := s.liveSites(r.rec); {
+			case live == len(r.rec.Sites) || r.rec.Phase == phaseActive:
+				res.AlreadyApplied = true
+				res.Base, res.Size = r.base, r.rec.Size
+				return res, nil
+			case live > 0:
+				partial = &records[i]
+			}
 		}
 		nextSeq = max(nextSeq, r.rec.Seq+1)
 	}
@@ -131,6 +142,11 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 		}
 		sites = append(sites, ps)
 	}
+	if partial != nil {
+		// An earlier engine died while switching this patch in: its memory
+		// is complete, so finish writing its jumps.
+		return s.completeSwitch(ctx, partial, sites, res, opts, start)
+	}
 	plan, err := link.NewPlan(spec, s.arch, recordSize(len(sites)), s.resolver(img, syms))
 	if err != nil {
 		return nil, err
@@ -148,6 +164,7 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 			return err
 		}
 		rec.Size = plan.Size
+		fault(FaultAfterMap)
 		fail := func(err error) error {
 			s.syscall(t, s.arch.SysMunmap, base, plan.Size)
 			return err
@@ -199,6 +216,7 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 				return fail(fmt.Errorf("protect %s: %w", seg.Name, err))
 			}
 		}
+		fault(FaultAfterWrite)
 		return nil
 	})
 	if err != nil {
@@ -217,6 +235,29 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 	if err != nil {
 		s.munmap(linked.Base, linked.Size)
 		return nil, err
+	}
+	res.Total = time.Since(start)
+	return res, nil
+}
+
+func (s *session) completeSwitch(ctx context.Context, r *found, sites []plannedSite, res *Result, opts Options, start time.Time) (*Result, error) {
+	if r.rec.BuildID != res.buildID || len(r.rec.Sites) != len(sites) {
+		return nil, fmt.Errorf("patch %s is partly applied with different contents; revert it first: %w", r.rec.ID, ErrBadState)
+	}
+	var ranges []consistency.Range
+	for _, ps := range sites {
+		ranges = append(ranges, ps.ranges...)
+	}
+	err := s.switchWhenIdle(ctx, opts.timeout(), s.cfiModules(), ranges, res, func() error {
+		return s.writeSites(r.base, r.rec, false)
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Completed = true
+	res.Base, res.Size = r.base, r.rec.Size
+	for _, st := range r.rec.Sites {
+		res.Functions = append(res.Functions, Function{Name: st.Name, Old: st.Addr, New: st.New, JumpLen: len(st.Tramp)})
 	}
 	res.Total = time.Since(start)
 	return res, nil
@@ -485,6 +526,12 @@ func (s *session) writeSites(base uint64, rec *record, revert bool) error {
 			}
 			return err
 		}
+		if !revert {
+			fault(FaultMidSwitch)
+		}
+	}
+	if revert {
+		fault(FaultMidRevert)
 	}
 	return phase(final)
 }
@@ -509,6 +556,7 @@ func (s *session) switchWhenIdle(ctx context.Context, timeout time.Duration, mod
 				return err
 			}
 			t1 := time.Now()
+			fault(FaultStopped)
 			busy, err = s.check(threads, maps, mods, ranges)
 			t2 := time.Now()
 			if err != nil || busy != nil {
@@ -516,6 +564,7 @@ func (s *session) switchWhenIdle(ctx context.Context, timeout time.Duration, mod
 				return err
 			}
 			err = write()
+			fault(FaultAfterSwitch)
 			t3 := time.Now()
 			s.p.ResumeAll()
 			t4 := time.Now()

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -101,4 +102,65 @@ func checkSpec(t *testing.T, s *Spec) {
 			}
 		}
 	}
+}
+
+// FuzzLoadMeta fuzzes the metadata payload of an otherwise valid image,
+// which random byte flips in FuzzLoad rarely reach past the length check.
+func FuzzLoadMeta(f *testing.F) {
+	obj := synthObject(elf.EM_X86_64, 0)
+	o, err := parseObject(obj)
+	if err != nil {
+		f.Fatal(err)
+	}
+	m := testMeta()
+	m.Version, m.Arch = FormatVersion, "amd64"
+	valid, err := encodeMeta(m)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(valid[MetaHeaderSize:], []byte(nil))
+	f.Add([]byte(`{"version":1,"id":"x","target_build_id":"00","arch":"amd64","functions":[{"old":"a","old_size":1,"old_hash":"sha256:`+strings.Repeat("0", 64)+`","new":"patched_fn"}]}`), []byte(nil))
+	f.Add([]byte(`{"a":{"b":[1,2,{"c":null}]},"a ":true}`), []byte(nil))
+	slot, _ := EncodeSignature(testSignature())
+	f.Add(valid[MetaHeaderSize:], slot)
+
+	f.Fuzz(func(t *testing.T, payload, slot []byte) {
+		meta := make([]byte, MetaHeaderSize, MetaHeaderSize+len(payload))
+		copy(meta, MetaMagic)
+		le.PutUint32(meta[8:], FormatVersion)
+		le.PutUint32(meta[12:], uint32(len(payload)))
+		img := appendPatchSections(o, obj, append(meta, payload...))
+		spec, err := Load(img)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			return
+		}
+		if len(slot) == SignatureSlotSize {
+			copy(img[spec.SignatureSlot.Off:], slot)
+			if spec, err = Load(img); err != nil {
+				if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnsupportedVersion) {
+					t.Fatalf("unclassified error: %v", err)
+				}
+				return
+			}
+		}
+		checkSpec(t, spec)
+		if err := spec.Describe(io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		// Metadata that loads must survive a re-encode unchanged.
+		again, err := encodeMeta(spec.Meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec2, err := Load(appendPatchSections(o, obj, again))
+		if err != nil {
+			t.Fatalf("re-encoded metadata does not load: %v", err)
+		}
+		if spec2.Meta.ID != spec.Meta.ID || len(spec2.Meta.Functions) != len(spec.Meta.Functions) {
+			t.Fatal("re-encoded metadata differs")
+		}
+	})
 }

@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -203,7 +202,7 @@ func (p *Process) StopAll() ([]*Thread, error) {
 					continue
 				}
 				fresh++
-				if err := unix.PtraceSeize(tid); err != nil {
+				if err := seize(tid); err != nil {
 					if err == unix.ESRCH {
 						continue // exited meanwhile
 					}
@@ -253,7 +252,7 @@ func seizeError(tid int, err error) error {
 
 // seizeAndStop must run on the ptrace thread.
 func (p *Process) seizeAndStop(tid int) (*Thread, error) {
-	if err := unix.PtraceSeize(tid); err != nil {
+	if err := seize(tid); err != nil {
 		if err == unix.ESRCH {
 			return nil, &Error{Op: "seize", TID: tid, Err: ErrThreadGone}
 		}
@@ -332,6 +331,17 @@ func (p *Process) Resume(t *Thread) error {
 	})
 }
 
+// seize attaches without stopping. TRACESYSGOOD marks syscall stops with
+// SIGTRAP|0x80, which is not a valid signal: should the tracer die in such
+// a stop, the kernel has no signal to deliver to the target.
+func seize(tid int) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(tid), 0, unix.PTRACE_O_TRACESYSGOOD, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
 func detach(tid, sig int) error {
 	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(tid), 0, uintptr(sig), 0, 0)
 	if e != 0 {
@@ -341,9 +351,13 @@ func detach(tid, sig int) error {
 }
 
 // Syscall runs system call nr with args in the stopped thread t, through
-// the instruction at p.SyscallInsn, and returns the raw result. All of t's
-// registers are restored afterwards, including its interrupted-syscall
-// state, so a blocking call it was in restarts transparently on resume.
+// the instruction at p.SyscallInsn, and returns the raw result.
+//
+// The call runs between a syscall-enter and a syscall-exit stop, never a
+// single-step: a tracer that dies in a single-step stop leaves a SIGTRAP
+// that kills the target. Afterwards t's registers are restored and t is
+// parked in a PTRACE_EVENT_STOP again, from which a dying tracer lets it go
+// cleanly, and from which the kernel restarts a blocking call t was in.
 func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) {
 	if p.SyscallInsn == 0 {
 		return 0, errors.New("remote syscall: no syscall instruction located in the target")
@@ -359,47 +373,81 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 		if err := setRegs(t.TID, &call); err != nil {
 			return &Error{Op: "set registers", TID: t.TID, Err: err}
 		}
-		// Restore the thread's own registers whatever happens next.
-		defer setRegs(t.TID, &saved)
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			if err := singleStep(t.TID); err != nil {
-				return &Error{Op: "single-step", TID: t.TID, Err: err}
+		restored := false
+		defer func() {
+			if !restored {
+				setRegs(t.TID, &saved)
 			}
-			var ws unix.WaitStatus
-			for {
-				_, err := unix.Wait4(t.TID, &ws, unix.WALL, nil)
-				if err == unix.EINTR {
-					continue
-				}
-				if err != nil {
-					return &Error{Op: "wait", TID: t.TID, Err: err}
-				}
-				break
+		}()
+		// Enter, then exit, the injected call.
+		for stops := 0; stops < 2; {
+			if err := unix.PtraceSyscall(t.TID, 0); err != nil {
+				return &Error{Op: "resume to syscall", TID: t.TID, Err: err}
 			}
-			if ws.Exited() || ws.Signaled() {
-				delete(p.stopped, t.TID)
-				return &Error{Op: "remote syscall", TID: t.TID, Err: ErrThreadGone}
+			ws, err := p.wait(t)
+			if err != nil {
+				return err
 			}
-			var now Regs
-			if err := getRegs(t.TID, &now); err != nil {
-				return &Error{Op: "read registers", TID: t.TID, Err: err}
-			}
-			if ws.Stopped() && ws.StopSignal() == unix.SIGTRAP && now.pc() == p.SyscallInsn+syscallInsnLen {
-				ret = now.syscallResult()
-				return nil
-			}
-			if ws.Stopped() && ws.TrapCause() == 0 && ws.StopSignal() != unix.SIGTRAP {
-				// A signal arrived first; keep it for the resume and retry.
-				t.pendingSignal = ws.StopSignal()
-			}
-			if now.pc() != p.SyscallInsn {
-				return &Error{Op: "remote syscall", TID: t.TID, Addr: now.pc(), Err: errors.New("thread left the syscall instruction unexpectedly")}
-			}
-			if time.Now().After(deadline) {
-				return &Error{Op: "remote syscall", TID: t.TID, Err: errors.New("no progress")}
+			switch {
+			case ws.StopSignal() == unix.SIGTRAP|0x80:
+				stops++
+			case ws.TrapCause() == 0 && ws.StopSignal() != unix.SIGTRAP:
+				t.pendingSignal = ws.StopSignal() // delivered on resume
 			}
 		}
+		var out Regs
+		if err := getRegs(t.TID, &out); err != nil {
+			return &Error{Op: "read registers", TID: t.TID, Err: err}
+		}
+		ret = out.syscallResult()
+		if err := setRegs(t.TID, &saved); err != nil {
+			return &Error{Op: "restore registers", TID: t.TID, Err: err}
+		}
+		restored = true
+		// Park the thread in an interrupt stop again.
+		if err := unix.PtraceInterrupt(t.TID); err != nil {
+			return &Error{Op: "interrupt", TID: t.TID, Err: err}
+		}
+		if err := unix.PtraceCont(t.TID, 0); err != nil {
+			return &Error{Op: "resume to interrupt", TID: t.TID, Err: err}
+		}
+		for {
+			ws, err := p.wait(t)
+			if err != nil {
+				return err
+			}
+			if ws.TrapCause() == unix.PTRACE_EVENT_STOP {
+				break
+			}
+			if ws.TrapCause() == 0 && ws.StopSignal() != unix.SIGTRAP {
+				t.pendingSignal = ws.StopSignal()
+			}
+			if err := unix.PtraceCont(t.TID, 0); err != nil {
+				return &Error{Op: "resume to interrupt", TID: t.TID, Err: err}
+			}
+		}
+		return nil
 	})
 	return ret, err
+}
+
+// wait waits for t's next stop.
+func (p *Process) wait(t *Thread) (unix.WaitStatus, error) {
+	for {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(t.TID, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ws, &Error{Op: "wait", TID: t.TID, Err: err}
+		}
+		if ws.Exited() || ws.Signaled() {
+			delete(p.stopped, t.TID)
+			return ws, &Error{Op: "wait", TID: t.TID, Err: ErrThreadGone}
+		}
+		if ws.Stopped() {
+			return ws, nil
+		}
+	}
 }

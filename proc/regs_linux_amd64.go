@@ -4,9 +4,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// syscallInsnLen is the length of the x86-64 `syscall` instruction (0f 05).
-const syscallInsnLen = 2
-
 // Regs is the register file of a stopped thread.
 type Regs struct {
 	unix.PtraceRegs
@@ -27,8 +24,6 @@ func (r *Regs) DWARF() []uint64 {
 	return []uint64{r.Rax, r.Rdx, r.Rcx, r.Rbx, r.Rsi, r.Rdi, r.Rbp, r.Rsp,
 		r.R8, r.R9, r.R10, r.R11, r.R12, r.R13, r.R14, r.R15, r.Rip}
 }
-
-func (r *Regs) pc() uint64 { return r.Rip }
 
 func (r *Regs) syscallResult() uint64 { return r.Rax }
 
@@ -54,5 +49,3 @@ func getRegs(tid int, r *Regs) error {
 }
 
 func setRegs(tid int, r *Regs) error { return unix.PtraceSetRegs(tid, &r.PtraceRegs) }
-
-func singleStep(tid int) error { return unix.PtraceSingleStep(tid) }
