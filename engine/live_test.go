@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/fixture"
@@ -57,6 +60,17 @@ func revert(t *testing.T, pid int, id string) {
 	if _, err := engine.Revert(context.Background(), pid, id, engine.Options{Timeout: 10 * time.Second}); err != nil {
 		t.Fatalf("revert %s: %v", id, err)
 	}
+}
+
+// anonNamesSupported probes PR_SET_VMA_ANON_NAME (CONFIG_ANON_VMA_NAME).
+func anonNamesSupported() bool {
+	b, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return false
+	}
+	defer unix.Munmap(b)
+	name := []byte("probe\x00")
+	return unix.Prctl(unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, uintptr(unsafe.Pointer(&b[0])), 4096, uintptr(unsafe.Pointer(&name[0]))) == nil
 }
 
 // snapshot captures what a refused apply must leave unchanged.
@@ -134,6 +148,10 @@ func TestApplyRevertPIE(t *testing.T) {
 	st, err := engine.Status(p.PID)
 	if err != nil || len(st) != 1 || st[0].ID != "pie-fix" || st[0].State != "active" {
 		t.Fatalf("status = %+v, %v", st, err)
+	}
+	maps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", p.PID))
+	if named := bytes.Contains(maps, []byte("[anon:hotpatch:pie-fix]")); named != anonNamesSupported() {
+		t.Errorf("mapping named %v, kernel supports names %v:\n%s", named, anonNamesSupported(), maps)
 	}
 	// Applying the same patch twice is a no-op.
 	again, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{})
@@ -464,4 +482,21 @@ func TestRefusals(t *testing.T) {
 		before.assertSame(t, take(t, np.PID, a, 8))
 		np.WaitFor(t, np.Mark(), "tight=2", waitLine)
 	})
+}
+
+func TestThreadsCreatedDuringStop(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "churn", "target.c", "churn")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "churn", "compute_v2.c"), "churn-fix", "compute=compute_v2")
+	for i := 0; i < 5; i++ {
+		apply(t, p.PID, spec, 10*time.Second)
+		p.WaitFor(t, p.Mark(), "compute=63", waitLine)
+		revert(t, p.PID, "churn-fix")
+		p.WaitFor(t, p.Mark(), "compute=42", waitLine)
+	}
+	if !p.Alive() {
+		t.Fatal("target stopped or died")
+	}
 }
