@@ -48,6 +48,13 @@ var AMD64 = &Arch{
 	EncodeShortJump: amd64ShortJump,
 	EncodeLongJump:  amd64LongJump,
 	EncodeStub:      amd64Stub,
+	GateCheckLen:    13,
+	EncodeGateCheck: amd64GateCheck,
+	Displace:        amd64Displace,
+	BranchesInto:    amd64BranchesInto,
+	// 13-byte check, up to 14+14 bytes of instructions (each may grow by 4
+	// when a short branch is widened), a 14-byte way back: rounded up.
+	MaxStubLen: 80,
 }
 
 // TLSCallSymbol is the helper a general- or local-dynamic TLS sequence calls.

@@ -97,6 +97,19 @@ type Arch struct {
 	EncodeLongJump func(from, to uint64) []byte
 	// EncodeStub encodes, at from, a jump through the pointer stored at slot.
 	EncodeStub func(from, slot uint64) ([]byte, error)
+
+	// GateCheckLen is the length of EncodeGateCheck's output.
+	GateCheckLen int
+	// EncodeGateCheck encodes, at at, a branch to target taken when the
+	// byte at gate is non-zero.
+	EncodeGateCheck func(at, gate, target uint64) ([]byte, error)
+	// Displace relocates the first instructions of a function, which an
+	// n-byte jump overwrites, to run at to.
+	Displace func(code []byte, addr uint64, n int, to uint64) (out []byte, covered int, fallsThrough bool, err error)
+	// BranchesInto reports whether code at addr branches into (lo, hi).
+	BranchesInto func(code []byte, addr, lo, hi uint64) bool
+	// MaxStubLen bounds a gated stub: check, moved code, jump back.
+	MaxStubLen int
 }
 
 // ForMachine returns the Arch for an ELF machine.

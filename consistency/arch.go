@@ -25,6 +25,10 @@ type Arch struct {
 	// still returns into its caller through it.
 	LinkReg    bool
 	LinkRegNum uint64
+	// SyscallLen is the length of the system call instruction: a thread
+	// stopped in a restartable system call resumes that many bytes before
+	// its PC, so that address is checked too.
+	SyscallLen uint64
 	// CalleeSaved has bit n set when register n keeps its value across a
 	// call, so it stays known in a caller frame when the CFI says nothing.
 	CalleeSaved uint64
@@ -39,6 +43,7 @@ var AMD64 = &Arch{
 	NumRegs:     16,
 	SP:          7,
 	RA:          16,
+	SyscallLen:  2, // syscall
 	CalleeSaved: 1<<3 | 1<<6 | 1<<7 | 1<<12 | 1<<13 | 1<<14 | 1<<15,
 }
 
@@ -52,6 +57,7 @@ var ARM64 = &Arch{
 	RA:         30,
 	LinkReg:    true,
 	LinkRegNum: 30,
+	SyscallLen: 4, // svc #0
 	// x19..x29 and sp.
 	CalleeSaved: 0x7ff<<19 | 1<<31,
 }

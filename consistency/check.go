@@ -46,19 +46,34 @@ type Busy struct {
 	Addr uint64
 	// StackAddr is where a conservative scan found Addr (0 otherwise).
 	StackAddr uint64
-	// Precise is false when the hit comes from the conservative scan or
-	// from the (possibly stale) link register.
+	// Precise is false when the hit comes from the conservative scan, from
+	// the (possibly stale) link register, or from a possible system call
+	// restart.
 	Precise bool
+
+	kind hitKind
 }
+
+type hitKind uint8
+
+const (
+	hitReturn  hitKind = iota // a return address
+	hitPC                     // where the thread resumes
+	hitLR                     // the link register
+	hitRestart                // the system call instruction before the PC
+	hitScan                   // a stack word found by the scan
+)
 
 func (b Busy) String() string {
 	switch {
-	case b.Precise && b.Frame == 0:
-		return fmt.Sprintf("thread %d is in %s (frame 0, pc %#x)", b.TID, b.Range.Name, b.Addr)
-	case b.Precise:
-		return fmt.Sprintf("thread %d is in %s (frame %d, return address %#x)", b.TID, b.Range.Name, b.Frame, b.Addr)
-	case b.StackAddr == 0:
+	case b.kind == hitPC:
+		return fmt.Sprintf("thread %d is in %s (frame %d, pc %#x)", b.TID, b.Range.Name, b.Frame, b.Addr)
+	case b.kind == hitLR:
 		return fmt.Sprintf("thread %d may be in %s (link register %#x)", b.TID, b.Range.Name, b.Addr)
+	case b.kind == hitRestart:
+		return fmt.Sprintf("thread %d may be in %s (restarting the system call at %#x)", b.TID, b.Range.Name, b.Addr)
+	case b.StackAddr == 0:
+		return fmt.Sprintf("thread %d is in %s (frame %d, return address %#x)", b.TID, b.Range.Name, b.Frame, b.Addr)
 	default:
 		return fmt.Sprintf("thread %d may be in %s (stack word %#x at %#x, conservative scan from frame %d)",
 			b.TID, b.Range.Name, b.Addr, b.StackAddr, b.Frame)
@@ -109,7 +124,7 @@ func (r Result) Err() error {
 // unwound precisely to its end or scanned conservatively; if neither is
 // possible Check returns an error, which must be treated as busy.
 func Check(arch *Arch, mods *Modules, mem Memory, threads []Thread, ranges []Range) (Result, error) {
-	if arch == nil || arch.PtrSize <= 0 || arch.NumRegs <= 0 || arch.NumRegs > MaxRegs {
+	if arch == nil || (arch.PtrSize != 4 && arch.PtrSize != 8) || arch.NumRegs <= 0 || arch.NumRegs > MaxRegs {
 		return Result{}, errors.New("consistency: invalid Arch")
 	}
 	if mem == nil {
@@ -264,67 +279,106 @@ func (w *walker) thread(t *Thread, mem Memory, res *Result) error {
 	regs.set(a.SP, t.SP)
 
 	pc, sp := t.PC, t.SP
-	if i := w.rs.find(pc); i >= 0 {
-		w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: 0, Addr: pc, Precise: true}, i)
-	}
-	if a.LinkReg {
-		lr, ok := regs.get(a.LinkRegNum)
-		if !ok {
-			return errors.New("link register value missing")
-		}
-		if i := w.rs.findRet(lr); i >= 0 {
-			w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: 1, Addr: lr}, i)
-		}
-	}
-
+	interrupted := true // the top frame's PC is exact, like after a signal
 	for frame := 0; ; frame++ {
+		if interrupted {
+			if i := w.rs.find(pc); i >= 0 {
+				w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: frame, Addr: pc, Precise: true, kind: hitPC}, i)
+			}
+			// A thread stopped in a restartable system call resumes at
+			// the system call instruction, before the PC.
+			if frame == 0 && a.SyscallLen > 0 {
+				if i := w.rs.find(pc - a.SyscallLen); i >= 0 {
+					w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: 0, Addr: pc - a.SyscallLen, kind: hitRestart}, i)
+				}
+			}
+			if a.LinkReg {
+				lr, ok := regs.get(a.LinkRegNum)
+				if !ok {
+					return fmt.Errorf("frame %d: link register value unknown", frame)
+				}
+				if i := w.rs.findRet(lr); i >= 0 {
+					w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: frame + 1, Addr: lr, kind: hitLR}, i)
+				}
+			}
+		} else if i := w.rs.findRet(pc); i >= 0 {
+			w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: frame, Addr: pc, Precise: true}, i)
+		}
 		if frame >= MaxFrames {
 			return w.scan(t, sp, frame, res, fmt.Errorf("more than %d frames", MaxFrames))
 		}
 		res.Frames++
 		lookup := pc
-		if frame > 0 {
+		if !interrupted {
 			lookup = pc - 1 // the call may end its function
 		}
-		ra, end, err := w.step(&regs, lookup, sp, frame)
+		st, err := w.step(&regs, pc, lookup, sp, interrupted)
 		if err != nil {
+			if st.signal {
+				// The interrupted context may be on another stack (an
+				// alternate signal stack); a scan of this one proves nothing.
+				return fmt.Errorf("frame %d: signal frame: %w", frame, err)
+			}
 			return w.scan(t, sp, frame, res, err)
 		}
-		if end {
+		if st.end {
 			return nil
 		}
 		newSP, _ := regs.get(a.SP)
-		pc, sp = ra, newSP
-		if i := w.rs.findRet(ra); i >= 0 {
-			w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: frame + 1, Addr: ra, Precise: true}, i)
-		}
+		pc, sp, interrupted = st.ra, newSP, st.signal
 	}
 }
 
+type stepResult struct {
+	ra     uint64
+	end    bool // the CFI marks the outermost frame
+	signal bool // a signal frame: the caller was interrupted
+}
+
 // step unwinds one frame in place: regs becomes the caller's registers.
-// It returns the return address, or end when the CFI marks the outermost
-// frame.
-func (w *walker) step(regs *regSet, pc, sp uint64, frame int) (ra uint64, end bool, err error) {
+// pc is the frame's PC, lookup the address used to find its CFI row;
+// interrupted is set for the top frame and frames a signal interrupted.
+func (w *walker) step(regs *regSet, pc, lookup, sp uint64, interrupted bool) (st stepResult, err error) {
 	a := w.arch
-	m := w.mods.Lookup(pc)
+	m := w.mods.Lookup(lookup)
 	if m == nil {
-		return 0, false, fmt.Errorf("pc %#x: no module: %w", pc, ErrNoCFI)
+		return st, fmt.Errorf("pc %#x: no module: %w", pc, ErrNoCFI)
 	}
-	r := m.row(pc)
+	r := m.row(lookup)
 	if r.err != nil {
-		return 0, false, r.err
+		return st, r.err
 	}
+	st.signal = r.signal
 	if r.raReg != a.RA {
-		return 0, false, fmt.Errorf("pc %#x: return address column %d, want %d", pc, r.raReg, a.RA)
+		return st, fmt.Errorf("pc %#x: return address column %d, want %d", pc, r.raReg, a.RA)
 	}
 	if !r.cfaOK {
-		return 0, false, fmt.Errorf("pc %#x: CFA rule not supported", pc)
+		return st, fmt.Errorf("pc %#x: CFA rule not supported", pc)
 	}
-	base, ok := regs.get(r.cfaReg)
-	if !ok {
-		return 0, false, fmt.Errorf("pc %#x: CFA register %d unknown", pc, r.cfaReg)
+	// reg reads a register of this frame in expressions; the return
+	// address column stands for the PC where it is not a real register.
+	reg := func(n uint64) (uint64, bool) {
+		if n == a.RA && !a.raIsRegister() {
+			return pc, true
+		}
+		if n >= uint64(a.NumRegs) {
+			return 0, false
+		}
+		return regs.get(n)
 	}
-	cfa := base + uint64(r.cfaOff)
+	var cfa uint64
+	if r.cfaIsExpr {
+		cfa, err = evalExpr(r.cfaExpr, nil, reg, w.stack.word)
+		if err != nil {
+			return st, fmt.Errorf("pc %#x: CFA: %w", pc, err)
+		}
+	} else {
+		base, ok := regs.get(r.cfaReg)
+		if !ok {
+			return st, fmt.Errorf("pc %#x: CFA register %d unknown", pc, r.cfaReg)
+		}
+		cfa = base + uint64(r.cfaOff)
+	}
 
 	eval := func(rr regRule) (uint64, bool, error) {
 		switch rr.kind {
@@ -341,29 +395,40 @@ func (w *walker) step(regs *regSet, pc, sp uint64, frame int) (ra uint64, end bo
 		case ruleRegister:
 			v, ok := regs.get(rr.src)
 			return v, ok, nil
+		case ruleExpr, ruleValExpr:
+			v, err := evalExpr(rr.expr, &cfa, reg, w.stack.word)
+			if err != nil {
+				return 0, false, fmt.Errorf("pc %#x: register %d: %w", pc, rr.reg, err)
+			}
+			if rr.kind == ruleExpr {
+				v, err = w.stack.word(v)
+			}
+			return v, err == nil, err
 		}
 		return 0, false, fmt.Errorf("pc %#x: rule for register %d not supported", pc, rr.reg)
 	}
 
 	switch r.ra.kind {
 	case ruleUndefined:
-		return 0, true, nil // _start, thread entry: the outermost frame
+		st.end = true // _start, a thread's entry: the outermost frame
+		return st, nil
 	case ruleUnspecified, ruleSame:
 		// Only meaningful where the column is a real register (LR).
 		if !a.raIsRegister() || (r.ra.kind == ruleUnspecified && !a.LinkReg) {
-			return 0, false, fmt.Errorf("pc %#x: no rule for the return address", pc)
+			return st, fmt.Errorf("pc %#x: no rule for the return address", pc)
 		}
 	}
-	ra, ok, err = eval(r.ra)
+	ra, ok, err := eval(r.ra)
 	if err != nil {
-		return 0, false, err
+		return st, err
 	}
 	if !ok {
-		return 0, false, fmt.Errorf("pc %#x: return address unknown", pc)
+		return st, fmt.Errorf("pc %#x: return address unknown", pc)
 	}
 	if ra == 0 {
-		return 0, false, fmt.Errorf("pc %#x: return address 0 without an end marker", pc)
+		return st, fmt.Errorf("pc %#x: return address 0 without an end marker", pc)
 	}
+	st.ra = ra
 
 	// The caller's registers: callee-saved ones keep their value unless a
 	// rule says otherwise, all others (LR included) are unknown; SP
@@ -381,7 +446,7 @@ func (w *walker) step(regs *regSet, pc, sp uint64, frame int) (ra uint64, end bo
 			if rr.kind == ruleCannot {
 				ok = false
 			} else {
-				return 0, false, err
+				return st, err
 			}
 		}
 		next.valid &^= 1 << rr.reg
@@ -389,18 +454,21 @@ func (w *walker) step(regs *regSet, pc, sp uint64, frame int) (ra uint64, end bo
 			next.set(rr.reg, v)
 		}
 	}
+
 	newSP, ok := next.get(a.SP)
 	switch {
 	case !ok:
-		return 0, false, fmt.Errorf("pc %#x: caller SP unknown", pc)
-	case newSP < sp, newSP == sp && !(frame == 0 && a.LinkReg):
-		// The stack only grows down; no progress means a loop.
-		return 0, false, fmt.Errorf("pc %#x: caller SP %#x not above SP %#x", pc, newSP, sp)
+		return st, fmt.Errorf("pc %#x: caller SP unknown", pc)
+	case newSP < sp, newSP == sp && !(interrupted && a.LinkReg):
+		// The stack only grows down; no progress means a loop, or for a
+		// signal frame a context on another stack. Only a frame that was
+		// not calling (LR still live) may have no frame of its own.
+		return st, fmt.Errorf("pc %#x: caller SP %#x not above SP %#x", pc, newSP, sp)
 	case newSP >= w.stack.hi:
-		return 0, false, fmt.Errorf("pc %#x: caller SP %#x: %w", pc, newSP, errOutsideStack)
+		return st, fmt.Errorf("pc %#x: caller SP %#x: %w", pc, newSP, errOutsideStack)
 	}
 	*regs = next
-	return ra, false, nil
+	return st, nil
 }
 
 // scan is the conservative fallback: every aligned word from sp to the top
@@ -424,7 +492,7 @@ func (w *walker) scan(t *Thread, sp uint64, frame int, res *Result, why error) e
 			continue // fast reject: below or above every range
 		}
 		if i := w.rs.findRet(v); i >= 0 {
-			w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: frame, Addr: v, StackAddr: start + uint64(off)}, i)
+			w.hit(Busy{TID: t.TID, Range: w.rs.r[i], Frame: frame, Addr: v, StackAddr: start + uint64(off), kind: hitScan}, i)
 		}
 	}
 	return nil

@@ -12,7 +12,8 @@
 // tested as well, because a leaf function returns through it.
 //
 // Unwinding is precise only while everything checks out: a CFI row exists,
-// the CFA and the return address are computable with the supported rules,
+// the CFA and the return address are computable (register rules and the
+// DWARF expressions of signal trampolines and PLT stubs are evaluated),
 // memory reads stay inside the thread's stack mapping, the stack pointer
 // moves up, and the depth stays bounded. It ends properly only at a frame
 // whose return address rule is undefined (_start, a thread's entry). At the
@@ -20,13 +21,17 @@
 // conservatively: every aligned word from that frame's SP to the top of the
 // stack mapping is treated as a return address. A failure of the unwinder
 // therefore never makes a thread look safe; if even the scan cannot read
-// the stack, Check returns an error.
+// the stack, Check returns an error. So does a signal frame whose
+// interrupted context cannot be followed within the stack mapping (a
+// handler on an alternate signal stack), since scanning only the current
+// stack would miss the interrupted frames.
 //
 // Check runs while the target is stopped, so it reads each stack in a few
 // bulk reads, caches evaluated CFI rows per module, and looks ranges up by
-// binary search. Modules are loaded beforehand with LoadModule.
+// binary search. Modules are loaded beforehand with LoadModule, including
+// the vDSO (NewModule on its image read from memory).
 //
-// Not covered: stacks that belong to no thread (coroutines, green threads)
-// and the interrupted stack of a thread running a signal handler on an
-// alternate signal stack; only the stack holding SP is examined.
+// Not covered: stacks that belong to no thread (coroutines, green
+// threads), and signal trampolines without CFI (musl): their interrupted
+// context is only found by the scan if it lies on the same stack.
 package consistency

@@ -25,10 +25,12 @@ import (
 const fixtureSrc = `
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 
 #define NOIPA __attribute__((noipa))
@@ -41,9 +43,24 @@ static void announce(const char *what) {
 	fflush(stdout);
 }
 
+NOIPA void on_signal(int sig) {
+	announce("handler");
+	while (keep_going)
+		sink += sig;
+}
+
 NOIPA int inner(int spin) {
+	if (spin == 2)
+		signal(SIGUSR1, on_signal);
+	if (spin == 3) {
+		stack_t ss = {.ss_size = 1 << 16};
+		ss.ss_sp = mmap(NULL, ss.ss_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		sigaltstack(&ss, NULL);
+		struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_ONSTACK};
+		sigaction(SIGUSR1, &sa, NULL);
+	}
 	announce("inner");
-	if (!spin)
+	if (spin != 1)
 		for (;;)
 			pause();
 	while (keep_going)
@@ -80,7 +97,8 @@ int main(int argc, char **argv) {
 		pthread_join(th[0], NULL);
 		return unrelated(0);
 	}
-	return outer(!strcmp(mode, "spin")) + unrelated(1);
+	int m = !strcmp(mode, "spin") ? 1 : !strcmp(mode, "signal") ? 2 : !strcmp(mode, "altstack") ? 3 : 0;
+	return outer(m) + unrelated(1);
 }
 `
 
@@ -127,7 +145,7 @@ func buildFixture(t testing.TB, flags ...string) *fixture {
 			f.syms[s.Name] = s
 		}
 	}
-	for _, n := range []string{"inner", "middle", "outer", "unrelated", "idle"} {
+	for _, n := range []string{"inner", "middle", "outer", "unrelated", "idle", "on_signal"} {
 		if _, ok := f.syms[n]; !ok {
 			t.Fatalf("fixture has no symbol %s", n)
 		}
@@ -138,6 +156,7 @@ func buildFixture(t testing.TB, flags ...string) *fixture {
 // tracee is a running fixture with announced thread ids.
 type tracee struct {
 	cmd     *exec.Cmd
+	out     *bufio.Scanner
 	pid     int
 	lines   map[string][]int // announcement -> tids
 	threads []Thread
@@ -159,13 +178,20 @@ func startTracee(t testing.TB, f *fixture, want int, args ...string) *tracee {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	tr := &tracee{cmd: cmd, pid: cmd.Process.Pid, lines: map[string][]int{}}
+	tr := &tracee{cmd: cmd, out: bufio.NewScanner(out), pid: cmd.Process.Pid, lines: map[string][]int{}}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	sc := bufio.NewScanner(out)
-	for i := 0; i < want; i++ {
+	tr.await(t, want)
+	return tr
+}
+
+// await reads n announcements.
+func (tr *tracee) await(t testing.TB, n int) {
+	t.Helper()
+	sc := tr.out
+	for i := 0; i < n; i++ {
 		if !sc.Scan() {
 			t.Fatalf("fixture exited before announcing (%v)", sc.Err())
 		}
@@ -176,7 +202,6 @@ func startTracee(t testing.TB, f *fixture, want int, args ...string) *tracee {
 		tid, _ := strconv.Atoi(fs[1])
 		tr.lines[fs[0]] = append(tr.lines[fs[0]], tid)
 	}
-	return tr
 }
 
 // stop seizes and interrupts every thread and collects what Check needs.

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var variants = []struct {
@@ -161,4 +163,57 @@ func TestLiveThreads(t *testing.T) {
 		t.Fatalf("unrelated: busy %v, fallbacks %d, err %v", res.Busy, res.Fallbacks, err)
 	}
 	t.Logf("unrelated: %d frames over %d threads", res.Frames, len(tr.threads))
+}
+
+// A thread running a signal handler: the signal frame's CFI (DWARF
+// expressions) leads precisely back into the interrupted frames.
+func TestLiveSignalHandler(t *testing.T) {
+	tr, f := startInHandler(t, "signal")
+	defer tr.detach(t)
+	check := func(fn string) (Result, error) {
+		return Check(AMD64, tr.mods, tr.memory(), tr.threads, []Range{tr.rangeOf(f, fn)})
+	}
+	if res, err := check("on_signal"); err != nil || len(res.Busy) != 1 || !res.Busy[0].Precise || res.Busy[0].Frame != 0 {
+		t.Fatalf("on_signal: got %v, %v", res.Busy, err)
+	}
+	for _, fn := range []string{"inner", "middle", "outer"} {
+		res, err := check(fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Busy) != 1 || !res.Busy[0].Precise || res.Fallbacks != 0 {
+			t.Fatalf("%s: got %v, fallbacks %d", fn, res.Busy, res.Fallbacks)
+		}
+		t.Logf("%s: %v (frames %d)", fn, res.Busy[0], res.Frames)
+	}
+	if res, err := check("unrelated"); err != nil || len(res.Busy) != 0 || res.Fallbacks != 0 {
+		t.Fatalf("unrelated: got %v, fallbacks %d, %v", res.Busy, res.Fallbacks, err)
+	}
+}
+
+// A handler on an alternate signal stack: the interrupted frames are on
+// the thread's normal stack, which Check was not given, so it must fail
+// rather than call the thread safe.
+func TestLiveSignalAltStack(t *testing.T) {
+	tr, f := startInHandler(t, "altstack")
+	defer tr.detach(t)
+	res, err := Check(AMD64, tr.mods, tr.memory(), tr.threads, []Range{tr.rangeOf(f, "middle")})
+	if err == nil && len(res.Busy) == 0 {
+		t.Fatal("thread on an alternate signal stack reported safe")
+	}
+	t.Logf("busy %v, error: %v", res.Busy, err)
+}
+
+func startInHandler(t *testing.T, mode string) (*tracee, *fixture) {
+	f := buildFixture(t, "-O2")
+	runtime.LockOSThread()
+	t.Cleanup(runtime.UnlockOSThread)
+	tr := startTracee(t, f, 1, mode)
+	if err := unix.Tgkill(tr.pid, tr.lines["inner"][0], unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	tr.await(t, 1)
+	time.Sleep(5 * time.Millisecond)
+	tr.stop(t, f)
+	return tr, f
 }

@@ -1,6 +1,7 @@
 package consistency
 
 import (
+	"bytes"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
@@ -249,7 +251,9 @@ const (
 	ruleOffset    // saved at CFA+off
 	ruleValOffset // value is CFA+off
 	ruleRegister  // value is in register reg
-	ruleCannot    // expressions and anything else we do not evaluate
+	ruleExpr      // saved at the address computed by expr (CFA pushed)
+	ruleValExpr   // value computed by expr (CFA pushed)
+	ruleCannot    // anything else
 )
 
 type regRule struct {
@@ -257,14 +261,20 @@ type regRule struct {
 	kind ruleKind
 	src  uint64 // ruleRegister: the source register
 	off  int64
+	expr []byte
 }
 
 // row is one evaluated row of a CFI table.
 type row struct {
-	err    error
-	cfaOK  bool // CFA is register+offset
-	cfaReg uint64
-	cfaOff int64
+	err       error
+	cfaOK     bool // CFA is register+offset, or an expression
+	cfaIsExpr bool
+	cfaReg    uint64
+	cfaOff    int64
+	cfaExpr   []byte
+	// signal marks a signal trampoline's frame: its caller was
+	// interrupted, not calling, so the caller's PC is exact.
+	signal bool
 	raReg  uint64
 	ra     regRule
 	regs   []regRule
@@ -311,9 +321,12 @@ func (m *Module) compileRow(pc uint64) (r *row) {
 		return &row{err: fmt.Errorf("%s: undecodable CFI for pc %#x", m.name, pc)}
 	}
 
-	r = &row{raReg: fc.RetAddrReg}
-	if fc.CFA.Rule == frame.RuleCFA {
+	r = &row{raReg: fc.RetAddrReg, signal: strings.ContainsRune(fde.CIE.Augmentation, 'S')}
+	switch fc.CFA.Rule {
+	case frame.RuleCFA:
 		r.cfaOK, r.cfaReg, r.cfaOff = true, fc.CFA.Reg, fc.CFA.Offset
+	case frame.RuleExpression:
+		r.cfaOK, r.cfaIsExpr, r.cfaExpr = true, true, bytes.Clone(fc.CFA.Expression)
 	}
 	r.ra = regRule{reg: fc.RetAddrReg, kind: ruleUnspecified}
 	for reg, rule := range fc.Regs {
@@ -363,6 +376,10 @@ func convertRule(reg uint64, rule frame.DWRule, cie *cieState, info *cfaInfo) (r
 		}
 	case frame.RuleRegister:
 		rr.kind, rr.src = ruleRegister, rule.Reg
+	case frame.RuleExpression:
+		rr.kind, rr.expr = ruleExpr, bytes.Clone(rule.Expression)
+	case frame.RuleValExpression:
+		rr.kind, rr.expr = ruleValExpr, bytes.Clone(rule.Expression)
 	default:
 		rr.kind = ruleCannot
 	}

@@ -48,21 +48,34 @@ func (s *fakeStack) ReadAt(p []byte, addr uint64) (int, error) {
 	return copy(p[:n], s.data[addr-s.base:]), nil
 }
 
-// cfiBuilder assembles a .debug_frame section with one amd64-style CIE
-// (CFA = rsp+8, return address at CFA-8).
+// cfiBuilder assembles a .debug_frame section. Its CIEs are amd64-style:
+// CFA = rsp+8, return address at CFA-8.
 type cfiBuilder struct{ b []byte }
 
 func newCFI() *cfiBuilder {
-	body := []byte{0xff, 0xff, 0xff, 0xff, 1, 0, 1, 0x78, 16, 0x0c, 7, 8, 0x90, 1}
 	c := &cfiBuilder{}
-	c.b = binary.LittleEndian.AppendUint32(c.b, uint32(len(body)))
-	c.b = append(c.b, body...)
+	c.cie("")
 	return c
 }
 
+// cie appends a CIE and returns its offset.
+func (c *cfiBuilder) cie(aug string) uint32 {
+	off := uint32(len(c.b))
+	body := []byte{0xff, 0xff, 0xff, 0xff, 1}
+	body = append(body, aug...)
+	body = append(body, 0, 1, 0x78, 16, 0x0c, 7, 8, 0x90, 1)
+	c.b = binary.LittleEndian.AppendUint32(c.b, uint32(len(body)))
+	c.b = append(c.b, body...)
+	return off
+}
+
 func (c *cfiBuilder) fde(begin, size uint64, instrs ...byte) *cfiBuilder {
+	return c.fdeFor(0, begin, size, instrs...)
+}
+
+func (c *cfiBuilder) fdeFor(cie uint32, begin, size uint64, instrs ...byte) *cfiBuilder {
 	var body []byte
-	body = binary.LittleEndian.AppendUint32(body, 0) // the CIE is at offset 0
+	body = binary.LittleEndian.AppendUint32(body, cie)
 	body = binary.LittleEndian.AppendUint64(body, begin)
 	body = binary.LittleEndian.AppendUint64(body, size)
 	body = append(body, instrs...)
@@ -91,22 +104,30 @@ const (
 	fnD     = 0x4000 // never on the stack
 	fnR     = 0x5000 // return address rule restored by DW_CFA_restore
 	fnPanic = 0x6000 // CFI that panics the frame package
-	fnExpr  = 0x7000 // CFA given by a DWARF expression
+	fnExpr  = 0x7000 // CFA given by an unsupported DWARF expression
 	fnLoop  = 0x8000 // CFA equal to SP: no progress
 	fnNoCFI = 0x9000 // inside the module but without an FDE
+	fnSig   = 0xa000 // signal trampoline: [rsp] = interrupted SP, [rsp+8] = PC
+	fnExpr2 = 0xb000 // CFA = rsp+8 as a DWARF expression
 )
 
 func syntheticModules(t *testing.T) *Modules {
-	c := newCFI().
+	c := newCFI()
+	sig := c.cie("S")
+	c.fdeFor(sig, fnSig, 0x10,
+		0x0f, 3, 0x77, 0x00, 0x06, // CFA = *(rsp+0)
+		0x10, 7, 2, 0x77, 0x00, // rsp saved at rsp+0
+		0x10, 16, 2, 0x77, 0x08). // rip saved at rsp+8
+		fde(fnExpr2, 0x100, 0x0f, 2, 0x77, 0x08).
 		fde(fnA, 0x100, 0x44, 0x0e, 0x10, 0x86, 0x02). // advance 4; CFA=rsp+16; rbp at CFA-16
 		fde(fnB, 0x100).
 		fde(fnC, 0x100, 0x07, 16). // undefined r16
 		fde(fnD, 0x100).
 		// CFA=rsp+16, ra at CFA-16; advance 0x10; restore r16; CFA=rsp+8
 		fde(fnR, 0x100, 0x0e, 0x10, 0x90, 0x02, 0x50, 0xd0, 0x0e, 0x08).
-		fde(fnPanic, 0x100, 0x0b).                  // restore_state with nothing remembered
-		fde(fnExpr, 0x100, 0x0f, 0x02, 0x77, 0x08). // CFA = DW_OP_breg7 8
-		fde(fnLoop, 0x100, 0x0e, 0x00)              // CFA=rsp+0
+		fde(fnPanic, 0x100, 0x0b).            // restore_state with nothing remembered
+		fde(fnExpr, 0x100, 0x0f, 0x01, 0x50). // CFA = DW_OP_reg0
+		fde(fnLoop, 0x100, 0x0e, 0x00)        // CFA=rsp+0
 	return NewModules(c.module(t))
 }
 
@@ -149,6 +170,93 @@ func TestPreciseSynthetic(t *testing.T) {
 	}
 	if s.reads != 1 {
 		t.Errorf("%d reads for one thread, want 1 bulk read", s.reads)
+	}
+}
+
+func TestExpressionCFA(t *testing.T) {
+	mods := syntheticModules(t)
+	s := newFakeStack(stackBase, 64<<10)
+	sp := s.hi() - 0x100
+	s.put(sp, fnC+0x20)
+	s.put(sp+8, fnD+0x20)
+	th := []Thread{thread(s, fnExpr2+0x10, sp)}
+	res, err := Check(AMD64, mods, s, th, []Range{rng(fnC, "C"), rng(fnD, "D")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Busy) != 1 || res.Busy[0].Range.Name != "C" || !res.Busy[0].Precise || res.Fallbacks != 0 {
+		t.Fatalf("got %v, fallbacks %d", res.Busy, res.Fallbacks)
+	}
+}
+
+// A handler (B, frameless) returned into the trampoline, which restores
+// the interrupted context: A at an exact PC, then C.
+func TestSignalFrame(t *testing.T) {
+	mods := syntheticModules(t)
+	s := newFakeStack(stackBase, 64<<10)
+	sp := s.hi() - 0x400
+	isp := sp + 0x100
+	s.put(sp, fnSig+1) // handler's return address: the trampoline
+	s.put(sp+8, isp)
+	s.put(sp+16, fnA+0x10) // interrupted PC
+	s.put(isp+8, fnC+0x20)
+	s.put(isp+16, fnD+0x20) // stale
+	th := []Thread{thread(s, fnB+0x10, sp)}
+	for name, frame := range map[string]int{"A": 2, "C": 3} {
+		r := map[string]Range{"A": rng(fnA, "A"), "C": rng(fnC, "C")}[name]
+		res, err := Check(AMD64, mods, s, th, []Range{r, rng(fnD, "D")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Busy) != 1 || res.Busy[0].Range.Name != name || res.Busy[0].Frame != frame || !res.Busy[0].Precise || res.Fallbacks != 0 {
+			t.Fatalf("%s: got %v, fallbacks %d", name, res.Busy, res.Fallbacks)
+		}
+	}
+	// An interrupted PC is exact: one equal to a range's end is outside.
+	res, err := Check(AMD64, mods, s, th, []Range{{Lo: fnA, Hi: fnA + 0x10, Name: "A-head"}})
+	if err != nil || len(res.Busy) != 0 {
+		t.Fatalf("interrupted PC at the end of a range: %v, %v", res.Busy, err)
+	}
+	// An interrupted context on another stack (sigaltstack) cannot be
+	// examined: an error, not a scan of this stack.
+	s.put(sp+16, fnA+0x10)
+	s.put(sp+8, s.base-0x10000)
+	res, err = Check(AMD64, mods, s, th, []Range{rng(fnD, "D")})
+	if err == nil {
+		t.Fatalf("interrupted context on another stack: no error (busy %v)", res.Busy)
+	}
+}
+
+func TestEvalExpr(t *testing.T) {
+	regs := func(n uint64) (uint64, bool) { return 0x1000 + n, n <= 16 }
+	mem := func(a uint64) (uint64, error) { return a * 2, nil }
+	cfa := uint64(0x500)
+	for _, tc := range []struct {
+		name string
+		code []byte
+		push *uint64
+		want uint64
+		err  bool
+	}{
+		{"breg7 -8", []byte{0x77, 0x78}, nil, 0x1007 - 8, false},
+		{"lit3 lit4 plus", []byte{0x33, 0x34, 0x22}, nil, 7, false},
+		{"cfa plus_uconst 16 deref", []byte{0x23, 0x10, 0x06}, &cfa, 0xa20, false},
+		// The PLT rule: rsp+8 + ((rip&15) >= 11) << 3, with rip&15 = 0 here.
+		{"plt", []byte{0x77, 8, 0x80, 0, 0x3f, 0x1a, 0x3b, 0x2a, 0x33, 0x24, 0x22}, nil, 0x1007 + 8, false},
+		{"bra taken", []byte{0x31, 0x28, 0x01, 0x00, 0x35, 0x36}, nil, 6, false},
+		{"bra not taken", []byte{0x30, 0x28, 0x01, 0x00, 0x35}, nil, 5, false},
+		{"const1s -1", []byte{0x09, 0xff}, nil, ^uint64(0), false},
+		{"bra loop", []byte{0x31, 0x28, 0xfd, 0xff}, nil, 0, true},
+		{"unknown register", []byte{0x92, 40, 0}, nil, 0, true},
+		{"reg0", []byte{0x50}, nil, 0, true},
+		{"underflow", []byte{0x22}, nil, 0, true},
+		{"truncated", []byte{0x0e, 1, 2}, nil, 0, true},
+		{"empty", nil, nil, 0, true},
+	} {
+		got, err := evalExpr(tc.code, tc.push, regs, mem)
+		if (err != nil) != tc.err || (err == nil && got != tc.want) {
+			t.Errorf("%s: got %#x, %v; want %#x, error %v", tc.name, got, err, tc.want, tc.err)
+		}
 	}
 }
 
@@ -358,5 +466,61 @@ func TestBusyError(t *testing.T) {
 	}
 	if (Result{}).Err() != nil {
 		t.Error("empty result is busy")
+	}
+}
+
+func TestTooManyFrames(t *testing.T) {
+	mods := syntheticModules(t)
+	s := newFakeStack(stackBase, 64<<10)
+	sp := s.base + 0x100
+	for a := sp; a < s.hi()-64; a += 8 {
+		s.put(a, fnB+0x50) // B returning into B, over and over
+	}
+	s.put(s.hi()-32, fnD+0x10)
+	res, err := Check(AMD64, mods, s, []Thread{thread(s, fnB+0x10, sp)}, []Range{rng(fnD, "D")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Frames != MaxFrames || res.Fallbacks != 1 || len(res.Busy) != 1 || res.Busy[0].Frame != MaxFrames {
+		t.Fatalf("frames %d, fallbacks %d, busy %v", res.Frames, res.Fallbacks, res.Busy)
+	}
+}
+
+func TestLoadModule(t *testing.T) {
+	if _, err := LoadModule("/dev/null", 0); err == nil {
+		t.Error("LoadModule(/dev/null): no error")
+	}
+	m, err := LoadModule("/proc/self/exe", 0x1000)
+	if err != nil {
+		t.Skipf("cannot load the test binary: %v", err)
+	}
+	if m.Bias() != 0x1000 || m.Name() != "/proc/self/exe" {
+		t.Errorf("bias %#x, name %q", m.Bias(), m.Name())
+	}
+	mods := NewModules(m, nil)
+	if len(m.text) == 0 || mods.Lookup(m.text[0].lo) != m || mods.Lookup(m.text[0].lo-1) == m {
+		t.Errorf("lookup by text %v failed", m.text)
+	}
+	if !m.Contains(m.text[0].lo) || m.Contains(m.text[len(m.text)-1].hi) {
+		t.Error("Contains disagrees with the text segments")
+	}
+}
+
+// A system call as the last instruction of a range: the thread resumes
+// at it when the call restarts, although its PC is past the range.
+func TestSyscallRestart(t *testing.T) {
+	s := newFakeStack(stackBase, 4096)
+	r := rng(fnD, "D")
+	for pc, busy := range map[uint64]bool{r.Hi: true, r.Hi + 1: true, r.Hi + 2: false} {
+		res, err := Check(AMD64, NewModules(), s, []Thread{thread(s, pc, s.hi()-64)}, []Range{r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(res.Busy) == 1 && !res.Busy[0].Precise; got != busy {
+			t.Errorf("pc %#x: busy %v, want %v", pc, res.Busy, busy)
+		}
+		if busy && !strings.Contains(res.Busy[0].String(), "restarting the system call") {
+			t.Errorf("message %q", res.Busy[0])
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hotpatch/hotpatch/arch"
 	"github.com/hotpatch/hotpatch/consistency"
 	"github.com/hotpatch/hotpatch/link"
 	"github.com/hotpatch/hotpatch/patchfile"
@@ -39,6 +40,11 @@ type Function struct {
 	Old     uint64
 	New     uint64
 	JumpLen int
+	// Gated is true when the function switches with the patch's gate byte.
+	Gated bool
+	// Ungated says why a function could not be gated: it switches with its
+	// own jump, so an engine dying mid-switch could leave it out.
+	Ungated string
 }
 
 // Result reports an apply.
@@ -77,6 +83,7 @@ type plannedSite struct {
 	room    uint64
 	ranges  []consistency.Range
 	newName string
+	orig    []byte // the function's original bytes, as the patch was made for
 }
 
 // Apply puts a loaded, verified patch into process pid.
@@ -114,12 +121,12 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 	var partial *found
 	for i, r := range records {
 		if r.rec.ID == spec.Meta.ID {
-			switch live := s.liveSites(r.rec); {
-			case live == len(r.rec.Sites) || r.rec.Phase == phaseActive:
+			switch s.state(records, r.rec) {
+			case "active":
 				res.AlreadyApplied = true
 				res.Base, res.Size = r.base, r.rec.Size
 				return res, nil
-			case live > 0:
+			case "partial", "armed":
 				partial = &records[i]
 			}
 		}
@@ -147,7 +154,8 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 		// is complete, so finish writing its jumps.
 		return s.completeSwitch(ctx, partial, sites, res, opts, start)
 	}
-	plan, err := link.NewPlan(spec, s.arch, recordSize(len(sites)), s.resolver(img, syms))
+	stubLen := uint64(s.arch.MaxStubLen)
+	plan, err := link.NewPlan(spec, s.arch, recordSize(len(sites)), stubLen*uint64(len(sites)), s.resolver(img, syms))
 	if err != nil {
 		return nil, err
 	}
@@ -177,25 +185,20 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 				rec.CodeOff, rec.CodeSize = seg.Off, uint64(len(seg.Data))
 			}
 		}
-		for _, ps := range sites {
+		for i, ps := range sites {
 			newAddr, ok := linked.Symbols[ps.newName]
 			if !ok {
 				return fail(fmt.Errorf("new function %s not laid out", ps.newName))
 			}
-			tramp, err := s.arch.EncodeJump(ps.addr, newAddr, ps.room)
+			st, err := s.makeSite(ps, newAddr, linked, linked.Reserved+uint64(i)*stubLen, base+gateOffset)
 			if err != nil {
-				return fail(&FunctionError{Function: ps.fn.Old, Err: ErrNoRoom, Detail: err.Error()})
-			}
-			orig := make([]byte, len(tramp))
-			if _, err := s.p.ReadAt(orig, ps.addr); err != nil {
 				return fail(err)
 			}
-			newSize := uint64(0)
 			if i, ok := spec.SymbolByName(ps.newName); ok {
-				newSize = spec.Symbols[i].Size
+				st.NewSize = uint32(spec.Symbols[i].Size)
 			}
-			rec.Sites = append(rec.Sites, site{Addr: ps.addr, New: newAddr, NewSize: uint32(newSize), Orig: orig, Tramp: tramp, Name: truncName(ps.fn.Old)})
-			res.Functions = append(res.Functions, Function{Name: ps.fn.Old, Old: ps.addr, New: newAddr, JumpLen: len(tramp)})
+			rec.Sites = append(rec.Sites, st)
+			res.Functions = append(res.Functions, Function{Name: ps.fn.Old, Old: ps.addr, New: newAddr, JumpLen: len(st.Tramp), Gated: st.Gated, Ungated: st.directReason})
 		}
 		if _, err := s.p.WriteAt(rec.encode(), base); err != nil {
 			return fail(err)
@@ -263,6 +266,64 @@ func (s *session) completeSwitch(ctx context.Context, r *found, sites []plannedS
 	return res, nil
 }
 
+// makeSite prepares one site. Its jump leads to a stub at stubAddr that
+// tests the gate and otherwise runs the function's displaced first
+// instructions, so writing the jump changes nothing until the gate is set.
+// When those instructions cannot be moved (or the function branches back
+// into them) the jump goes straight to the new function instead.
+func (s *session) makeSite(ps plannedSite, newAddr uint64, linked *link.Linked, stubAddr, gate uint64) (site, error) {
+	a := s.arch
+	direct := func(reason error) (site, error) {
+		tramp, err := a.EncodeJump(ps.addr, newAddr, ps.room)
+		if err != nil {
+			return site{}, &FunctionError{Function: ps.fn.Old, Err: ErrNoRoom, Detail: err.Error()}
+		}
+		orig := make([]byte, len(tramp))
+		if _, err := s.p.ReadAt(orig, ps.addr); err != nil {
+			return site{}, err
+		}
+		return site{Addr: ps.addr, New: newAddr, Orig: orig, Tramp: tramp, Name: truncName(ps.fn.Old), directReason: reason.Error()}, nil
+	}
+	tramp, err := a.EncodeJump(ps.addr, stubAddr, ps.room)
+	if err != nil {
+		return direct(err)
+	}
+	n := len(tramp)
+	// The running bytes: a previous patch's jump, if one is stacked here.
+	cur := make([]byte, min(ps.room, 64))
+	if _, err := s.p.ReadAt(cur, ps.addr); err != nil {
+		return site{}, err
+	}
+	if a.BranchesInto(ps.orig, ps.addr, ps.addr, ps.addr+uint64(n)) {
+		return direct(arch.ErrCannotDisplace)
+	}
+	check, err := a.EncodeGateCheck(stubAddr, gate, newAddr)
+	if err != nil {
+		return direct(err)
+	}
+	moved, covered, falls, err := a.Displace(cur, ps.addr, n, stubAddr+uint64(len(check)))
+	if err != nil {
+		return direct(err)
+	}
+	stub := append(check, moved...)
+	if falls {
+		back, err := a.EncodeJump(stubAddr+uint64(len(stub)), ps.addr+uint64(covered), ^uint64(0))
+		if err != nil {
+			return direct(err)
+		}
+		stub = append(stub, back...)
+	}
+	if len(stub) > a.MaxStubLen {
+		return direct(arch.ErrCannotDisplace)
+	}
+	dst := linked.Code(stubAddr, uint64(len(stub)))
+	if dst == nil {
+		return site{}, fmt.Errorf("stub for %s outside patch code", ps.fn.Old)
+	}
+	copy(dst, stub)
+	return site{Gated: true, Addr: ps.addr, New: newAddr, Orig: append([]byte(nil), cur[:n]...), Tramp: tramp, Name: truncName(ps.fn.Old)}, nil
+}
+
 // planSite checks one replaced function against the running code.
 func (s *session) planSite(img *target.Image, syms *target.Symbols, fn patchfile.Function, records []found) (plannedSite, error) {
 	sym, err := syms.Lookup(fn.Old, fn.OldFile)
@@ -273,8 +334,12 @@ func (s *session) planSite(img *target.Image, syms *target.Symbols, fn patchfile
 		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrHashMismatch,
 			Detail: fmt.Sprintf("symbol is at %#x in the target but the patch expects %#x", sym.Value, fn.OldAddr)}
 	}
-	if sym.Type != elf.STT_FUNC && sym.Type != elf.STT_GNU_IFUNC {
-		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrNoRoom, Detail: "not a function"}
+	if sym.Type == elf.STT_GNU_IFUNC {
+		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrNotFunction,
+			Detail: "it is an IFUNC resolver that already ran; replace the implementation it selected instead"}
+	}
+	if sym.Type != elf.STT_FUNC {
+		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrNotFunction, Detail: fmt.Sprintf("symbol type is %v", sym.Type)}
 	}
 	addr := img.Bias + sym.Value
 	room := syms.Room(sym)
@@ -303,7 +368,7 @@ func (s *session) planSite(img *target.Image, syms *target.Symbols, fn patchfile
 		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrHashMismatch,
 			Detail: fmt.Sprintf("running bytes hash to %s, the patch was made for %s", got, fn.OldHash)}
 	}
-	return plannedSite{fn: fn, addr: addr, room: room, ranges: ranges, newName: fn.New}, nil
+	return plannedSite{fn: fn, addr: addr, room: room, ranges: ranges, newName: fn.New, orig: code}, nil
 }
 
 // resolver binds the patch's undefined symbols: the base image first, with
@@ -318,6 +383,11 @@ func (s *session) resolver(img *target.Image, syms *target.Symbols) link.Resolve
 				return link.Resolved{}, fmt.Errorf("%s: thread-local mismatch between patch and target", name)
 			}
 			r := link.Resolved{Addr: img.Bias + sym.Value, Size: sym.Size, Origin: img.Path, TLS: tls}
+			if sym.Type == elf.STT_GNU_IFUNC {
+				if r.Addr, err = s.ifuncTarget(img, syms, sym); err != nil {
+					return link.Resolved{}, err
+				}
+			}
 			if tls {
 				off, err := tpOffset(img, syms, sym)
 				if err != nil {
@@ -354,20 +424,29 @@ func (s *session) resolver(img *target.Image, syms *target.Symbols) link.Resolve
 			}
 			addr := other.Bias + ds.Value
 			if ds.Type == elf.STT_GNU_IFUNC {
-				slot, ok := osyms.IFuncSlot(ds.Value)
-				if !ok {
-					return link.Resolved{}, fmt.Errorf("%s in %s is an IFUNC that no relocation resolved; call it through a pointer the program already holds", name, other.Path)
-				}
-				b := make([]byte, 8)
-				if _, err := s.p.ReadAt(b, other.Bias+slot); err != nil {
+				if addr, err = s.ifuncTarget(other, osyms, ds); err != nil {
 					return link.Resolved{}, err
 				}
-				addr = le64(b)
 			}
 			return link.Resolved{Addr: addr, Size: ds.Size, Far: true, Origin: other.Path}, nil
 		}
 		return link.Resolved{}, target.ErrSymbolNotFound
 	}
+}
+
+// ifuncTarget returns the function an IFUNC resolved to in this process,
+// read from the slot the dynamic linker filled for its IRELATIVE
+// relocation; the resolver itself is never run again.
+func (s *session) ifuncTarget(img *target.Image, syms *target.Symbols, sym target.Symbol) (uint64, error) {
+	slot, ok := syms.IFuncSlot(sym.Value)
+	if !ok {
+		return 0, fmt.Errorf("%s in %s is an IFUNC that no relocation resolved; call the implementation it selects directly: %w", sym.Name, img.Path, link.ErrNotSupported)
+	}
+	b := make([]byte, 8)
+	if _, err := s.p.ReadAt(b, img.Bias+slot); err != nil {
+		return 0, err
+	}
+	return le64(b), nil
 }
 
 func le64(b []byte) uint64 {
@@ -494,46 +573,79 @@ func mergeSpans(ms []target.Mapping) []target.Mapping {
 	return out
 }
 
-// writeSites writes every site's jump (or, when reverting, its original
-// bytes) and the record's phase around them.
+// writeSites switches a patch in (or, reverting, out) while every thread
+// is stopped. Applying: jumps to gated stubs first (inert while the gate is
+// clear), then the gate (the single commit point), then the direct jumps.
+// Reverting runs the mirror image. A failed write undoes what was written.
 func (s *session) writeSites(base uint64, rec *record, revert bool) error {
-	phase := func(p uint32) error {
+	writeWord := func(off uint64, p uint32) error {
 		b := []byte{byte(p), byte(p >> 8), byte(p >> 16), byte(p >> 24)}
-		_, err := s.p.WriteAt(b, base+phaseOffset)
+		_, err := s.p.WriteAt(b, base+off)
 		return err
 	}
-	from, to, final := phaseSwitching, phaseActive, uint32(phaseActive)
-	if revert {
-		from, final = phaseReverting, phasePrepared
-		_ = to
+	type step struct {
+		do, undo func() error
 	}
-	if err := phase(uint32(from)); err != nil {
-		return err
-	}
-	for i, st := range rec.Sites {
-		code := st.Tramp
-		if revert {
-			code = st.Orig
+	var steps []step
+	siteStep := func(st site, code, undo []byte) step {
+		return step{
+			do:   func() error { _, err := s.p.WriteAt(code, st.Addr); return err },
+			undo: func() error { _, err := s.p.WriteAt(undo, st.Addr); return err },
 		}
-		if _, err := s.p.WriteAt(code, st.Addr); err != nil {
-			// Undo what was written so the process stays fully old (or new).
-			for _, done := range rec.Sites[:i] {
-				undo := done.Orig
-				if revert {
-					undo = done.Tramp
-				}
-				s.p.WriteAt(undo, done.Addr)
+	}
+	gateStep := func(v, old byte) step {
+		return step{
+			do:   func() error { _, err := s.p.WriteAt([]byte{v}, base+gateOffset); return err },
+			undo: func() error { _, err := s.p.WriteAt([]byte{old}, base+gateOffset); return err },
+		}
+	}
+	phase, final := uint32(phaseSwitching), uint32(phaseActive)
+	if revert {
+		phase, final = phaseReverting, phasePrepared
+	}
+	if err := writeWord(phaseOffset, phase); err != nil {
+		return err
+	}
+	if !revert {
+		for _, st := range rec.Sites {
+			if st.Gated {
+				steps = append(steps, siteStep(st, st.Tramp, st.Orig))
+			}
+		}
+		steps = append(steps, gateStep(1, 0))
+		for _, st := range rec.Sites {
+			if !st.Gated {
+				steps = append(steps, siteStep(st, st.Tramp, st.Orig))
+			}
+		}
+	} else {
+		for _, st := range rec.Sites {
+			if !st.Gated {
+				steps = append(steps, siteStep(st, st.Orig, st.Tramp))
+			}
+		}
+		steps = append(steps, gateStep(0, 1))
+		for _, st := range rec.Sites {
+			if st.Gated {
+				steps = append(steps, siteStep(st, st.Orig, st.Tramp))
+			}
+		}
+	}
+	for i, st := range steps {
+		if err := st.do(); err != nil {
+			for j := i - 1; j >= 0; j-- {
+				steps[j].undo()
 			}
 			return err
 		}
-		if !revert {
+		if i == 0 && !revert {
 			fault(FaultMidSwitch)
 		}
 	}
 	if revert {
 		fault(FaultMidRevert)
 	}
-	return phase(final)
+	return writeWord(phaseOffset, final)
 }
 
 // switchWhenIdle stops every thread until none is inside ranges, then runs

@@ -21,6 +21,8 @@ var (
 	ErrHashMismatch = errors.New("running code differs from the patch's base")
 	// ErrBuildIDMismatch means the process does not map the patch's target.
 	ErrBuildIDMismatch = target.ErrImageNotFound
+	// ErrNotFunction means a replaced symbol is not a plain function.
+	ErrNotFunction = errors.New("not a replaceable function")
 	// ErrNoRoom means a function is too small to hold a jump.
 	ErrNoRoom = errors.New("no room for a jump")
 	// ErrNoSpace means no free address range lies near the target image.

@@ -140,8 +140,8 @@ func TestApplyRevertPIE(t *testing.T) {
 	p.WaitFor(t, 0, "compute=42", waitLine)
 	spec := fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "pie-fix", "compute=compute_v2")
 	res := apply(t, p.PID, spec, 5*time.Second)
-	if len(res.Functions) != 1 || res.Functions[0].JumpLen != 5 {
-		t.Errorf("want one 5-byte jump, got %+v", res.Functions)
+	if len(res.Functions) != 1 || res.Functions[0].JumpLen != 5 || !res.Functions[0].Gated {
+		t.Errorf("want one gated 5-byte jump, got %+v", res.Functions)
 	}
 	p.WaitFor(t, p.Mark(), "compute=63", waitLine)
 
@@ -498,5 +498,36 @@ func TestThreadsCreatedDuringStop(t *testing.T) {
 	}
 	if !p.Alive() {
 		t.Fatal("target stopped or died")
+	}
+}
+
+func TestUngatedFunction(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "loophead", "target.c", "loophead")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "sum=6", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "loophead", "sum_v2.c"), "sum-fix", "sum_to=sum_v2")
+	res := apply(t, p.PID, spec, 5*time.Second)
+	if len(res.Functions) != 1 || res.Functions[0].Gated || res.Functions[0].Ungated == "" {
+		t.Fatalf("a function branching into its first bytes must switch directly, with a reason: %+v", res.Functions)
+	}
+	p.WaitFor(t, p.Mark(), "sum=300", waitLine)
+	revert(t, p.PID, "sum-fix")
+	p.WaitFor(t, p.Mark(), "sum=6", waitLine)
+}
+
+func TestIFuncInTarget(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "ifunc", "target.c", "ifunc")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42 add=1001", waitLine)
+	// Calling the target's IFUNC reaches the implementation it selected.
+	spec := fixture.Pack(t, bin, object(t, "ifunc", "use.c"), "ifunc-call", "compute=compute_v2")
+	apply(t, p.PID, spec, 5*time.Second)
+	p.WaitFor(t, p.Mark(), "compute=1021", waitLine)
+	// Replacing the IFUNC symbol itself would patch a resolver that already ran.
+	bad := fixture.Pack(t, bin, object(t, "ifunc", "use.c"), "ifunc-replace", "add1000=compute_v2")
+	if _, err := engine.Apply(context.Background(), p.PID, bad, engine.Options{}); !errors.Is(err, engine.ErrNotFunction) {
+		t.Fatalf("replacing an IFUNC: want ErrNotFunction, got %v", err)
 	}
 }

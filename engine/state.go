@@ -23,7 +23,8 @@ import (
 //	112 [64]byte target build-id (hex), NUL padded
 //	176 u64 target image load bias
 //	184 u64 offset of the code segment, u64 its size
-//	200 [56]byte mapping name "hotpatch:<id>", NUL terminated
+//	200 [48]byte mapping name "hotpatch:<id>", NUL terminated
+//	248 u8  gate: non-zero once the patch is switched in (see gateOffset)
 //	256 sites, siteSize bytes each
 const (
 	stateMagic    = "HPSTATE\x00"
@@ -49,20 +50,26 @@ var ErrBadState = errors.New("malformed patch state record in target")
 //	0  u64 address of the old entry
 //	8  u64 address of the new function
 //	16 u32 size of the new function
-//	20 u8  number of bytes replaced, 3 bytes padding
+//	20 u8  number of bytes replaced
+//	21 u8  1 when the jump leads to a gated stub, 0 when straight to New
+//	22 2 bytes padding
 //	24 [16]byte bytes before this patch
 //	40 [16]byte bytes this patch wrote
 //	56 [40]byte function name, NUL padded
 type site struct {
+	Gated   bool
 	Addr    uint64
 	New     uint64
 	NewSize uint32
 	Orig    []byte
 	Tramp   []byte
 	Name    string
+
+	directReason string // why the jump is not gated; not stored
 }
 
 type record struct {
+	Gate     byte
 	Phase    uint32
 	Size     uint64
 	Applied  int64
@@ -104,13 +111,17 @@ func (r *record) encode() []byte {
 	le.PutUint64(b[176:], r.Bias)
 	le.PutUint64(b[184:], r.CodeOff)
 	le.PutUint64(b[192:], r.CodeSize)
-	putString(b[200:255], mappingName(r.ID))
+	putString(b[200:247], mappingName(r.ID))
+	b[gateOffset] = r.Gate
 	for i, s := range r.Sites {
 		o := b[stateHdrSize+i*siteSize:]
 		le.PutUint64(o[0:], s.Addr)
 		le.PutUint64(o[8:], s.New)
 		le.PutUint32(o[16:], s.NewSize)
 		o[20] = byte(len(s.Tramp))
+		if s.Gated {
+			o[21] = 1
+		}
 		copy(o[24:40], s.Orig)
 		copy(o[40:56], s.Tramp)
 		putString(o[56:56+maxNameInSite-1], s.Name)
@@ -123,6 +134,13 @@ const nameOffset = 200
 
 // phaseOffset is where the phase word sits, rewritten on each transition.
 const phaseOffset = 12
+
+// gateOffset is the patch's gate byte. Every gated site's stub tests it:
+// while it is zero the stub runs the old function's displaced first
+// instructions and continues in the old body; once it is set, the stub
+// jumps to the new function. Setting it is one single-byte write, so all
+// gated functions switch together, even if the engine dies right after.
+const gateOffset = 248
 
 func decodeHeader(b []byte) (nsites int, size uint32, err error) {
 	if len(b) < stateHdrSize || string(b[:8]) != stateMagic {
@@ -150,6 +168,7 @@ func decodeRecord(b []byte) (*record, error) {
 	}
 	le := binary.LittleEndian
 	r := &record{
+		Gate:     b[gateOffset],
 		Phase:    le.Uint32(b[12:]),
 		Size:     le.Uint64(b[24:]),
 		Applied:  int64(le.Uint64(b[32:])),
@@ -167,6 +186,7 @@ func decodeRecord(b []byte) (*record, error) {
 			return nil, fmt.Errorf("%w: site %d replaces %d bytes", ErrBadState, i, l)
 		}
 		r.Sites = append(r.Sites, site{
+			Gated:   o[21] == 1,
 			Addr:    le.Uint64(o[0:]),
 			New:     le.Uint64(o[8:]),
 			NewSize: le.Uint32(o[16:]),

@@ -79,7 +79,8 @@ func (s *session) liveSites(r *record) int {
 // the process lock, so no other engine is preparing them.
 func (s *session) collectStale(records []found) error {
 	for _, r := range records {
-		if s.liveSites(r.rec) > 0 || r.rec.Phase == phaseActive {
+		// A jump leading into the mapping, or a set gate, means it is in use.
+		if s.liveSites(r.rec) > 0 || r.rec.Gate != 0 {
 			continue
 		}
 		if err := s.munmap(r.base, r.rec.Size); err != nil {
@@ -93,7 +94,7 @@ func (s *session) collectStale(records []found) error {
 type PatchStatus struct {
 	ID        string           `json:"id"`
 	Sequence  uint64           `json:"sequence"`
-	State     string           `json:"state"` // active, inactive, partial
+	State     string           `json:"state"` // active, inactive, armed, partial
 	Phase     string           `json:"phase"`
 	Base      uint64           `json:"base"`
 	Size      uint64           `json:"size"`
@@ -108,6 +109,8 @@ type FunctionStatus struct {
 	Old  uint64 `json:"old"`
 	New  uint64 `json:"new"`
 	Live bool   `json:"live"`
+	// Gated functions switch together through the patch's gate byte.
+	Gated bool `json:"gated"`
 }
 
 // Status reads the patches of pid from the process alone.
@@ -125,33 +128,54 @@ func Status(pid int) ([]PatchStatus, error) {
 	for _, r := range records {
 		ps := PatchStatus{ID: r.rec.ID, Sequence: r.rec.Seq, Phase: phaseName(r.rec.Phase), Base: r.base, Size: r.rec.Size,
 			BuildID: r.rec.BuildID, Applied: time.Unix(0, r.rec.Applied).UTC()}
-		live := 0
 		for _, st := range r.rec.Sites {
-			cur := make([]byte, len(st.Tramp))
-			ok := false
-			if _, err := s.p.ReadAt(cur, st.Addr); err == nil {
-				ok = bytes.Equal(cur, st.Tramp)
-			}
-			// A newer patch on the same function hides this jump but keeps it in the chain.
-			if !ok {
-				ok = s.chainedOver(records, r.rec, st)
-			}
-			if ok {
-				live++
-			}
-			ps.Functions = append(ps.Functions, FunctionStatus{Name: st.Name, Old: st.Addr, New: st.New, Live: ok})
+			ps.Functions = append(ps.Functions, FunctionStatus{Name: st.Name, Old: st.Addr, New: st.New, Live: s.siteLive(records, r.rec, st), Gated: st.Gated})
 		}
-		switch {
-		case live == len(r.rec.Sites):
-			ps.State = "active"
-		case live == 0:
-			ps.State = "inactive"
-		default:
-			ps.State = "partial"
-		}
+		ps.State = s.state(records, r.rec)
 		out = append(out, ps)
 	}
 	return out, nil
+}
+
+// siteLive reports whether st's jump is in place, directly or under a
+// newer patch stacked on the same function.
+func (s *session) siteLive(records []found, rec *record, st site) bool {
+	cur := make([]byte, len(st.Tramp))
+	if _, err := s.p.ReadAt(cur, st.Addr); err == nil && bytes.Equal(cur, st.Tramp) {
+		return true
+	}
+	return s.chainedOver(records, rec, st)
+}
+
+// state names what a patch does in the process: "active" (every function
+// switched), "inactive" (none), "armed" (gated jumps written but the gate
+// clear: still the old behaviour, left by an engine that died before its
+// commit point), or "partial" (gate set but a direct jump missing).
+func (s *session) state(records []found, rec *record) string {
+	live, direct, directLive := 0, 0, 0
+	for _, st := range rec.Sites {
+		l := s.siteLive(records, rec, st)
+		if l {
+			live++
+		}
+		if !st.Gated {
+			direct++
+			if l {
+				directLive++
+			}
+		}
+	}
+	switch {
+	case rec.Gate != 0 && live == len(rec.Sites):
+		return "active"
+	case rec.Gate != 0:
+		return "partial"
+	case directLive > 0:
+		return "partial"
+	case live > 0:
+		return "armed"
+	}
+	return "inactive"
 }
 
 // chainedOver reports whether a newer record's site at st.Addr saved st's

@@ -91,6 +91,7 @@ type Plan struct {
 	spec       *patchfile.Spec
 	arch       *arch.Arch
 	headerSize uint64
+	reserve    uint64
 
 	placed    map[int]*placed // by ELF section index
 	regionLen [nKinds]uint64
@@ -117,11 +118,14 @@ type gotKey struct {
 
 // NewPlan resolves and checks spec. headerSize bytes at the start of the
 // mapping are left for the caller's state record.
-func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize uint64, resolve Resolver) (*Plan, error) {
+//
+// reserveText bytes of executable memory are set aside after the patch's
+// code for the caller (the engine puts its per-site stubs there).
+func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText uint64, resolve Resolver) (*Plan, error) {
 	if spec.Machine != a.Machine {
 		return nil, fmt.Errorf("patch is for %v, target is %v: %w", spec.Machine, a.Machine, ErrNotSupported)
 	}
-	p := &Plan{spec: spec, arch: a, headerSize: alignUp(headerSize, Page), placed: map[int]*placed{},
+	p := &Plan{spec: spec, arch: a, headerSize: alignUp(headerSize, Page), reserve: alignUp(reserveText, 16), placed: map[int]*placed{},
 		external: map[int]Resolved{}, tlsLocal: map[int]Resolved{}, gotSlot: map[gotKey]int{}, stub: map[int]int{}}
 	for i := range spec.Sections {
 		s := &spec.Sections[i]
@@ -252,6 +256,7 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize uint64, resolve Reso
 	}
 	// Stubs go at the end of the text region.
 	p.regionLen[kText] = alignUp(p.regionLen[kText], 16) + uint64(len(p.stub)*a.StubLen)
+	p.regionLen[kText] = alignUp(p.regionLen[kText], 16) + p.reserve
 	off := p.headerSize
 	for k := kind(0); k < nKinds; k++ {
 		p.regionOff[k] = off
@@ -313,6 +318,20 @@ type Linked struct {
 	Segments []Segment
 	// Symbols maps the patch's defined function and object names to addresses.
 	Symbols map[string]uint64
+	// Reserved is the address of the executable space set aside by NewPlan.
+	Reserved uint64
+}
+
+// Code returns the bytes of the linked patch at addr, for filling the
+// reserved space before the patch is written.
+func (l *Linked) Code(addr, n uint64) []byte {
+	for _, seg := range l.Segments {
+		start := l.Base + seg.Off
+		if addr >= start && addr+n <= start+uint64(len(seg.Data)) {
+			return seg.Data[addr-start : addr-start+n]
+		}
+	}
+	return nil
 }
 
 // Link lays the patch out at base and applies every relocation.
@@ -352,7 +371,8 @@ func (p *Plan) Link(base uint64) (*Linked, error) {
 		}
 		return 0
 	}
-	out := &Linked{Base: base, Size: p.Size, Symbols: map[string]uint64{}}
+	reservedOff := p.regionOff[kText] + p.regionLen[kText] - p.reserve
+	out := &Linked{Base: base, Size: p.Size, Symbols: map[string]uint64{}, Reserved: base + reservedOff}
 	for i, s := range p.spec.Symbols {
 		if i == 0 || s.Name == "" || (s.Type != elf.STT_FUNC && s.Type != elf.STT_OBJECT && s.Type != elf.STT_NOTYPE) {
 			continue
@@ -368,7 +388,8 @@ func (p *Plan) Link(base uint64) (*Linked, error) {
 		}
 		binary.LittleEndian.PutUint64(got[slot*a.PtrSize:], v)
 	}
-	stubBase := p.regionOff[kText] + alignUp(p.regionLen[kText]-uint64(len(p.stub)*a.StubLen), 1)
+	// Import call stubs sit right below the reserved space.
+	stubBase := reservedOff - uint64(len(p.stub)*a.StubLen)
 	for sym, n := range p.stub {
 		at := stubBase + uint64(n*a.StubLen)
 		code, err := a.EncodeStub(base+at, gotAddr+uint64(p.gotSlot[gotKey{sym: sym}]*a.PtrSize))

@@ -31,20 +31,52 @@ func (s *Spec) UndefinedSymbols() []string {
 }
 
 // SymbolByName returns the index in s.Symbols of the defined symbol
-// called name. When several match, a global or weak one wins over local
-// ones, then the lowest index.
+// called name. When several match, one defined in a section wins over
+// SHN_ABS and SHN_COMMON ones, then a global or weak one over locals, then
+// the lowest index.
 func (s *Spec) SymbolByName(name string) (int, bool) {
-	found := -1
+	found, best := -1, -1
 	for i, sym := range s.Symbols {
-		if i == 0 || sym.Name != name || sym.Section == elf.SHN_UNDEF ||
-			sym.Type == elf.STT_SECTION || sym.Type == elf.STT_FILE {
+		if sym.Name != name {
 			continue
 		}
-		if found < 0 || (s.Symbols[found].Bind == elf.STB_LOCAL && sym.Bind != elf.STB_LOCAL) {
-			found = i
+		if r := symbolRank(i, sym); r > best {
+			found, best = i, r
 		}
 	}
 	return found, found >= 0
+}
+
+// symbolIndex answers SymbolByName for every name at once, so that
+// reports over many functions stay linear.
+func (s *Spec) symbolIndex() map[string]int {
+	idx := make(map[string]int)
+	rank := make(map[string]int)
+	for i, sym := range s.Symbols {
+		r := symbolRank(i, sym)
+		if r < 0 {
+			continue
+		}
+		if best, ok := rank[sym.Name]; !ok || r > best {
+			idx[sym.Name], rank[sym.Name] = i, r
+		}
+	}
+	return idx
+}
+
+// symbolRank orders candidates for SymbolByName; -1 means not a candidate.
+func symbolRank(i int, sym Symbol) int {
+	if i == 0 || sym.Section == elf.SHN_UNDEF || sym.Type == elf.STT_SECTION || sym.Type == elf.STT_FILE {
+		return -1
+	}
+	rank := 0
+	if sym.Section < elf.SHN_LORESERVE {
+		rank += 2
+	}
+	if sym.Bind != elf.STB_LOCAL {
+		rank++
+	}
+	return rank
 }
 
 // Describe writes a human-readable summary of the patch image, as shown
@@ -81,9 +113,10 @@ func (s *Spec) Describe(w io.Writer) error {
 	}
 
 	line("\nfunctions (%d):", len(m.Functions))
+	syms := s.symbolIndex()
 	for _, fn := range m.Functions {
 		newSize := "?"
-		if i, ok := s.SymbolByName(fn.New); ok {
+		if i, ok := syms[fn.New]; ok {
 			newSize = strconv.FormatUint(s.Symbols[i].Size, 10)
 		}
 		line("  %s\taddr %#x\tsize %d\t%s\t->  %s\tsize %s", printable(describeOld(fn)), fn.OldAddr, fn.OldSize, printable(fn.OldHash), printable(fn.New), newSize)
@@ -164,15 +197,16 @@ func (s *Spec) JSON() ([]byte, error) {
 	if out.Imports == nil {
 		out.Imports = []string{}
 	}
+	syms := s.symbolIndex()
+	secNames := make(map[int]string)
+	for _, sec := range s.Sections {
+		secNames[sec.Index] = sec.Name
+	}
 	for _, fn := range s.Meta.Functions {
 		f := functionJSON{Old: fn.Old, OldFile: fn.OldFile, New: fn.New}
-		if i, ok := s.SymbolByName(fn.New); ok {
+		if i, ok := syms[fn.New]; ok {
 			f.NewSize = s.Symbols[i].Size
-			for _, sec := range s.Sections {
-				if sec.Index == int(s.Symbols[i].Section) {
-					f.NewSection = sec.Name
-				}
-			}
+			f.NewSection = secNames[int(s.Symbols[i].Section)]
 		}
 		out.Functions = append(out.Functions, f)
 	}

@@ -136,11 +136,13 @@ func TestSymbolQueries(t *testing.T) {
 		{Name: "zeta", Section: elf.SHN_UNDEF, Bind: elf.STB_GLOBAL},
 		{Name: "", Section: elf.SHN_UNDEF},
 		{Name: "local", Type: elf.STT_OBJECT, Bind: elf.STB_LOCAL, Section: 2},
+		{Name: "fn", Type: elf.STT_NOTYPE, Bind: elf.STB_GLOBAL, Section: elf.SHN_ABS},
+		{Name: "fn", Type: elf.STT_FUNC, Bind: elf.STB_LOCAL, Section: 1},
 	}}
 	if got := spec.UndefinedSymbols(); !reflect.DeepEqual(got, []string{"alpha", "zeta"}) {
 		t.Errorf("UndefinedSymbols = %v", got)
 	}
-	for name, want := range map[string]int{"dup": 4, "local": 9, "zeta": -1, "a.c": -1, ".text": -1, "": -1} {
+	for name, want := range map[string]int{"dup": 4, "local": 9, "fn": 11, "zeta": -1, "a.c": -1, ".text": -1, "": -1} {
 		got, ok := spec.SymbolByName(name)
 		if ok != (want >= 0) || (ok && got != want) {
 			t.Errorf("SymbolByName(%q) = %d, %v; want %d", name, got, ok, want)

@@ -197,6 +197,7 @@ func validateMeta(m *Metadata, o *object) error {
 	}
 	type oldKey struct{ old, file string }
 	seen := make(map[oldKey]int)
+	defined := definedSymbols(o)
 	for i, fn := range m.Functions {
 		where := fmt.Sprintf("functions[%d]", i)
 		if fn.Old == "" {
@@ -216,7 +217,7 @@ func validateMeta(m *Metadata, o *object) error {
 			return fmt.Errorf("%s: %s is already replaced by functions[%d]", where, describeOld(fn), j)
 		}
 		seen[k] = i
-		if err := checkNewSymbol(o, fn.New); err != nil {
+		if err := checkNewSymbol(o, defined, fn.New); err != nil {
 			return fmt.Errorf("%s (%s): %v", where, fn.Old, err)
 		}
 	}
@@ -241,23 +242,28 @@ func checkID(id string) error {
 	return nil
 }
 
+// definedSymbols maps names to the symbols defined in the object's
+// sections.
+func definedSymbols(o *object) map[string][]int {
+	out := make(map[string][]int)
+	for i, s := range o.symbols {
+		if i > 0 && definedIn(s, o.shnum) {
+			out[s.Name] = append(out[s.Name], i)
+		}
+	}
+	return out
+}
+
 // checkNewSymbol requires name to be exactly one defined function symbol
 // in an executable section.
-func checkNewSymbol(o *object, name string) error {
-	found := -1
-	for i, s := range o.symbols {
-		if i == 0 || s.Name != name || !definedIn(s, o.shnum) {
-			continue
-		}
-		if found >= 0 {
-			return fmt.Errorf("new function %q is defined more than once in the object", name)
-		}
-		found = i
-	}
-	if found < 0 {
+func checkNewSymbol(o *object, defined map[string][]int, name string) error {
+	switch n := len(defined[name]); {
+	case n == 0:
 		return fmt.Errorf("new function %q is not defined in the object", name)
+	case n > 1:
+		return fmt.Errorf("new function %q is defined more than once in the object", name)
 	}
-	s := o.symbols[found]
+	s := o.symbols[defined[name][0]]
 	if s.Type != elf.STT_FUNC {
 		return fmt.Errorf("new function %q is a %v symbol, not STT_FUNC", name, s.Type)
 	}

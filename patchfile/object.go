@@ -90,9 +90,7 @@ func parseObject(raw []byte) (*object, error) {
 	if err := o.loadSymbols(f); err != nil {
 		return nil, err
 	}
-	if err := o.loadSections(); err != nil {
-		return nil, err
-	}
+	o.loadSections()
 	if err := o.loadRelocs(); err != nil {
 		return nil, err
 	}
@@ -326,7 +324,7 @@ func (o *object) loadSymbols(f *elf.File) error {
 	return nil
 }
 
-func (o *object) loadSections() error {
+func (o *object) loadSections() {
 	for i, h := range o.headers {
 		if i == 0 || h.Flags&elf.SHF_ALLOC == 0 {
 			continue
@@ -347,20 +345,14 @@ func (o *object) loadSections() error {
 		}
 		o.sections = append(o.sections, s)
 	}
-	return nil
-}
-
-func (o *object) sectionByIndex(idx int) *Section {
-	for i := range o.sections {
-		if o.sections[i].Index == idx {
-			return &o.sections[i]
-		}
-	}
-	return nil
 }
 
 func (o *object) loadRelocs() error {
 	seen := make(map[int]string)
+	byIndex := make(map[int]*Section, len(o.sections))
+	for i := range o.sections {
+		byIndex[o.sections[i].Index] = &o.sections[i]
+	}
 	for i, h := range o.headers {
 		if h.Type != elf.SHT_RELA {
 			continue
@@ -378,7 +370,7 @@ func (o *object) loadRelocs() error {
 			// Debug info and other non-loaded data: not part of the patch.
 			continue
 		}
-		sec := o.sectionByIndex(target)
+		sec := byIndex[target]
 		if th.Type == elf.SHT_NOBITS {
 			return formatErr(off, "relocation section %s targets %s, which has no file data", name, sec.Name)
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,6 +22,7 @@ import (
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/patchfile"
 	"github.com/hotpatch/hotpatch/target"
+	"github.com/hotpatch/hotpatch/trust"
 )
 
 func main() {
@@ -45,7 +47,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	root.AddCommand(packCmd(), applyCmd(log), revertCmd(), statusCmd(), inspectCmd())
+	root.AddCommand(packCmd(), applyCmd(log), revertCmd(), statusCmd(), inspectCmd(),
+		keyCmd(), signCmd(), verifyCmd())
 	return root
 }
 
@@ -94,24 +97,33 @@ func applyCmd(log *slog.Logger) *cobra.Command {
 	var pid int
 	var timeout time.Duration
 	var allowUnsigned, all bool
+	var trustFiles []string
 	cmd := &cobra.Command{
-		Use:   "apply (--pid PID | --all) [--timeout 10s] [--allow-unsigned] FILE.hp",
+		Use:   "apply (--pid PID | --all) [--timeout 10s] [--trust KEY.pub ...] [--allow-unsigned] FILE.hp",
 		Short: "Apply a patch image to a running process, or to every process mapping its target",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (pid == 0) == !all {
 				return errors.New("apply needs exactly one of --pid PID or --all")
 			}
+			// Load fully validates the image; the signature is checked next,
+			// before anything looks at, let alone stops, a process.
 			spec, err := patchfile.LoadFile(args[0])
 			if err != nil {
 				return err
 			}
-			// Signature verification is not implemented yet, so every image
-			// counts as unsigned and needs the explicit escape.
-			if !allowUnsigned {
-				return fmt.Errorf("%s: %w; pass --allow-unsigned to apply it anyway (development only)", args[0], engine.ErrUnsigned)
+			if spec.Signature == nil && allowUnsigned {
+				log.Warn("applying an unsigned patch because of --allow-unsigned", "patch", spec.Meta.ID, "file", args[0])
+			} else {
+				key, err := verifyPatch(spec, args[0], trustFiles)
+				if err != nil {
+					if allowUnsigned {
+						return fmt.Errorf("%w; --allow-unsigned admits only unsigned patches, never a signed one that fails verification", err)
+					}
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: signature valid, trusted key %s\n", args[0], keyLabel(key))
 			}
-			log.Warn("applying an unsigned patch", "patch", spec.Meta.ID, "file", args[0])
 			pids := []int{pid}
 			if all {
 				if pids, err = target.ProcessesMapping(spec.Meta.TargetBuildID); err != nil {
@@ -148,7 +160,8 @@ func applyCmd(log *slog.Logger) *cobra.Command {
 	cmd.Flags().IntVar(&pid, "pid", 0, "process to patch")
 	cmd.Flags().BoolVar(&all, "all", false, "patch every process that maps the target image")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for no thread to be inside a replaced function")
-	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "apply a patch without a trusted signature (development only)")
+	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "apply an unsigned patch (development only; signed patches must still verify)")
+	trustFlag(cmd, &trustFiles)
 	return cmd
 }
 
@@ -237,26 +250,363 @@ func statusCmd() *cobra.Command {
 
 func inspectCmd() *cobra.Command {
 	var asJSON bool
+	var trustFiles []string
 	cmd := &cobra.Command{
-		Use:   "inspect FILE.hp [--json]",
-		Short: "Print what a patch image contains",
+		Use:   "inspect FILE.hp [--json] [--trust KEY.pub ...]",
+		Short: "Print what a patch image contains and whether its signature verifies",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec, err := patchfile.LoadFile(args[0])
 			if err != nil {
 				return err
 			}
+			check := checkSignature(spec, trustFiles)
 			if asJSON {
 				b, err := spec.JSON()
 				if err != nil {
 					return err
 				}
+				if b, err = addVerification(b, check); err != nil {
+					return err
+				}
 				_, err = fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				return err
 			}
-			return spec.Describe(cmd.OutOrStdout())
+			var buf bytes.Buffer
+			if err := spec.Describe(&buf); err != nil {
+				return err
+			}
+			_, err = io.WriteString(cmd.OutOrStdout(), replaceSignatureLine(buf.String(), check.text()))
+			return err
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	trustFlag(cmd, &trustFiles)
+	return cmd
+}
+
+// trustFlag adds the repeatable --trust flag.
+func trustFlag(cmd *cobra.Command, files *[]string) {
+	cmd.Flags().StringArrayVar(files, "trust", nil,
+		"also trust the public key in this file (repeatable); keys in $"+trust.TrustDirEnv+" or "+trust.SystemTrustDir+" are always trusted")
+}
+
+// loadTrust returns the host's trusted keys: those in the trust directory
+// and those named with --trust. It also returns the directory searched.
+func loadTrust(files []string) ([]trust.PublicKey, string, error) {
+	dir := trust.DefaultTrustDir()
+	keys, err := trust.LoadTrustDir(dir)
+	if err != nil {
+		return nil, dir, err
+	}
+	for _, f := range files {
+		k, err := trust.LoadPublicKey(f)
+		if err != nil {
+			return nil, dir, fmt.Errorf("--trust: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, dir, nil
+}
+
+// verifyPatch checks spec's signature against the host's trusted keys and
+// returns the signer's key. Errors name the file, the reason and the key
+// fingerprint, and for an untrusted key say where keys are looked for.
+func verifyPatch(spec *patchfile.Spec, file string, trustFiles []string) (trust.PublicKey, error) {
+	if spec.Signature == nil {
+		_, err := trust.Verify(spec, nil)
+		return trust.PublicKey{}, fmt.Errorf("%s: %w; sign it with 'hotpatch sign --key NAME.key %s', or pass --allow-unsigned to apply it anyway (development only)", file, err, file)
+	}
+	keys, dir, err := loadTrust(trustFiles)
+	if err != nil {
+		return trust.PublicKey{}, fmt.Errorf("%s: cannot load trusted keys: %w", file, err)
+	}
+	fp, err := trust.Verify(spec, keys)
+	switch {
+	case errors.Is(err, trust.ErrUntrustedKey):
+		return trust.PublicKey{}, fmt.Errorf("%s: %w; %s", file, err, trustHint(dir, len(trustFiles)))
+	case err != nil:
+		return trust.PublicKey{}, fmt.Errorf("%s: %w", file, err)
+	}
+	key, _ := trust.FindKey(keys, fp)
+	return key, nil
+}
+
+// trustHint says where trusted keys were looked for and how to add one.
+func trustHint(dir string, extra int) string {
+	where := "no trusted key has this fingerprint: searched " + dir
+	if !trust.TrustDirExists(dir) {
+		where += " (does not exist)"
+	}
+	if extra > 0 {
+		where += fmt.Sprintf(" and %d --trust file(s)", extra)
+	}
+	return fmt.Sprintf("%s; to trust the signer, copy its .pub file into %s (install -D -m 0644 NAME.pub %s/NAME.pub) or pass --trust NAME.pub", where, dir, dir)
+}
+
+// keyLabel names a trusted key by fingerprint and, when known, its file.
+func keyLabel(k trust.PublicKey) string {
+	if k.Source == "" {
+		return k.Fingerprint()
+	}
+	return k.Fingerprint() + " (" + k.Source + ")"
+}
+
+// signatureCheck is what inspect reports about a signature.
+type signatureCheck struct {
+	State       string `json:"state"` // unsigned, valid, untrusted, invalid or unknown
+	Fingerprint string `json:"fingerprint,omitempty"`
+	KeyFile     string `json:"key_file,omitempty"`
+	Detail      string `json:"detail,omitempty"`
+}
+
+// checkSignature verifies spec for inspect, which reports the outcome
+// instead of failing.
+func checkSignature(spec *patchfile.Spec, trustFiles []string) signatureCheck {
+	if spec.Signature == nil {
+		return signatureCheck{State: "unsigned"}
+	}
+	fp := trust.KeyIDFingerprint(spec.Signature.KeyID)
+	keys, dir, err := loadTrust(trustFiles)
+	if err != nil {
+		return signatureCheck{State: "unknown", Fingerprint: fp, Detail: "cannot load trusted keys: " + err.Error()}
+	}
+	got, err := trust.Verify(spec, keys)
+	var ve *trust.VerifyError
+	errors.As(err, &ve)
+	switch {
+	case err == nil:
+		k, _ := trust.FindKey(keys, got)
+		return signatureCheck{State: "valid", Fingerprint: got, KeyFile: k.Source}
+	case errors.Is(err, trust.ErrUntrustedKey):
+		return signatureCheck{State: "untrusted", Fingerprint: fp, Detail: trustHint(dir, len(trustFiles))}
+	case ve != nil:
+		return signatureCheck{State: "invalid", Fingerprint: fp, Detail: ve.Reason}
+	default:
+		return signatureCheck{State: "invalid", Fingerprint: fp, Detail: err.Error()}
+	}
+}
+
+func (c signatureCheck) text() string {
+	switch c.State {
+	case "unsigned":
+		return "unsigned (apply refuses it without --allow-unsigned)"
+	case "valid":
+		s := "valid, trusted key " + c.Fingerprint
+		if c.KeyFile != "" {
+			s += " (" + c.KeyFile + ")"
+		}
+		return s
+	case "untrusted":
+		return "signed by untrusted key " + c.Fingerprint
+	case "invalid":
+		return "does not verify, key " + c.Fingerprint + ": " + c.Detail
+	default:
+		return "present, key " + c.Fingerprint + ", not checked: " + c.Detail
+	}
+}
+
+// replaceSignatureLine puts the verification result in place of the value
+// of the "signature:" line of Spec.Describe's output, keeping its
+// alignment. Without such a line the result is appended.
+func replaceSignatureLine(desc, state string) string {
+	lines := strings.SplitAfter(desc, "\n")
+	for i, l := range lines {
+		if !strings.HasPrefix(l, "signature:") {
+			continue
+		}
+		n := len("signature:")
+		for n < len(l) && l[n] == ' ' {
+			n++
+		}
+		lines[i] = l[:n] + oneLine(state) + "\n"
+		return strings.Join(lines, "")
+	}
+	if desc != "" && !strings.HasSuffix(desc, "\n") {
+		desc += "\n"
+	}
+	return desc + "signature: " + oneLine(state) + "\n"
+}
+
+// addVerification adds a "verification" member at the end of the JSON
+// object printed by Spec.JSON, leaving the existing members as they are.
+func addVerification(b []byte, c signatureCheck) ([]byte, error) {
+	v, err := json.MarshalIndent(c, "  ", "  ")
+	if err != nil {
+		return nil, err
+	}
+	body, ok := bytes.CutSuffix(bytes.TrimRight(b, "\n"), []byte("\n}"))
+	if !ok {
+		return nil, errors.New("inspect: unexpected JSON layout")
+	}
+	out := append(bytes.Clone(body), ",\n  \"verification\": "...)
+	out = append(out, v...)
+	return append(out, "\n}"...), nil
+}
+
+func keyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "key",
+		Short: "Create and examine signing keys",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return errors.New("key needs a subcommand: generate or fingerprint")
+		},
+	}
+	var out, comment string
+	gen := &cobra.Command{
+		Use:   "generate -o NAME [--comment TEXT]",
+		Short: "Create an ed25519 signing key pair: NAME.key (private, mode 0600) and NAME.pub",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return errors.New("key generate needs -o NAME (writes NAME.key and NAME.pub)")
+			}
+			if !cmd.Flags().Changed("comment") {
+				comment = filepath.Base(out)
+			}
+			k, err := trust.GenerateKey(nil, comment)
+			if err != nil {
+				return err
+			}
+			keyPath, pubPath, err := trust.WriteKeyFiles(out, k)
+			if err != nil {
+				return err
+			}
+			dir := trust.DefaultTrustDir()
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "wrote %s (private key, mode 0600: keep it secret) and %s\n", keyPath, pubPath)
+			fmt.Fprintf(w, "fingerprint: %s\n", k.Public().Fingerprint())
+			fmt.Fprintf(w, "to trust it on a host: install -D -m 0644 %s %s\n", pubPath, filepath.Join(dir, filepath.Base(pubPath)))
+			return nil
+		},
+	}
+	gen.Flags().StringVarP(&out, "output", "o", "", "write NAME.key and NAME.pub")
+	gen.Flags().StringVar(&comment, "comment", "", "comment stored in the key files (default: base name of NAME)")
+	fpr := &cobra.Command{
+		Use:   "fingerprint KEYFILE",
+		Short: "Print the fingerprint of a public (.pub) or private (.key) key file",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pub, err := trust.LoadPublicKey(args[0])
+			if errors.Is(err, trust.ErrInvalidKey) {
+				if priv, perr := trust.LoadPrivateKey(args[0]); perr == nil {
+					pub, err = priv.Public(), nil
+				} else if !errors.Is(perr, trust.ErrInvalidKey) {
+					err = perr
+				}
+			}
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", pub.Fingerprint(), args[0])
+			return err
+		},
+	}
+	cmd.AddCommand(gen, fpr)
+	return cmd
+}
+
+func signCmd() *cobra.Command {
+	var keyPath string
+	cmd := &cobra.Command{
+		Use:   "sign --key NAME.key FILE.hp...",
+		Short: "Sign patch images in place, replacing any earlier signature",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if keyPath == "" {
+				return errors.New("sign needs --key NAME.key (create one with 'hotpatch key generate -o NAME')")
+			}
+			k, err := trust.LoadPrivateKey(keyPath)
+			if err != nil {
+				return err
+			}
+			for _, file := range args {
+				if err := signFile(cmd.OutOrStdout(), file, k); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyPath, "key", "", "private key file (mode 0600) from 'hotpatch key generate'")
+	return cmd
+}
+
+// signFile signs the patch image at path in place: only the bytes of its
+// signature slot are written.
+func signFile(w io.Writer, path string, k trust.PrivateKey) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file", path)
+	}
+	raw, err := io.ReadAll(f)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	old, err := patchfile.Load(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	signed, err := trust.Sign(raw, k)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	slot := old.SignatureSlot
+	if _, err := f.WriteAt(signed[slot.Off:slot.Off+slot.Len], int64(slot.Off)); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	fp := k.Public().Fingerprint()
+	msg := fmt.Sprintf("signed %s (patch %s) with key %s", path, old.Meta.ID, fp)
+	if old.Signature != nil {
+		if prev := trust.KeyIDFingerprint(old.Signature.KeyID); prev != fp {
+			msg += ", replacing a signature by " + prev
+		} else {
+			msg += ", replacing the earlier signature by the same key"
+		}
+	}
+	_, err = fmt.Fprintln(w, msg)
+	return err
+}
+
+func verifyCmd() *cobra.Command {
+	var trustFiles []string
+	cmd := &cobra.Command{
+		Use:   "verify [--trust KEY.pub ...] FILE.hp",
+		Short: "Check that a patch image is intact and signed by a trusted key",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec, err := patchfile.LoadFile(args[0])
+			if err != nil {
+				return err
+			}
+			if spec.Signature == nil {
+				_, err := trust.Verify(spec, nil)
+				return fmt.Errorf("%s: %w; sign it with 'hotpatch sign --key NAME.key %s'", args[0], err, args[0])
+			}
+			key, err := verifyPatch(spec, args[0], trustFiles)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s: signature valid, trusted key %s; patch %s for build-id %s\n",
+				args[0], keyLabel(key), spec.Meta.ID, spec.Meta.TargetBuildID)
+			return err
+		},
+	}
+	trustFlag(cmd, &trustFiles)
 	return cmd
 }

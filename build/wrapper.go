@@ -1,0 +1,257 @@
+package build
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Environment variables the compiler wrapper reads.
+const (
+	// EnvLogDir is the directory the wrapper records compiles in. Without
+	// it the wrapper runs the compiler unchanged.
+	EnvLogDir = "HOTPATCH_CC_LOG"
+	// EnvRealCompiler is the compiler the wrapper runs.
+	EnvRealCompiler = "HOTPATCH_CC_REAL"
+)
+
+// ExtraFlags are added to every compile. Each function and each data
+// object gets its own section, so objects can be compared and cut one
+// function at a time. Neither flag changes the instructions gcc generates
+// for a function body; what they do change (calls between functions of one
+// file become relocations) run-pre matching accepts. Flags that would make
+// functions easier to patch but change code generation (-fno-inline,
+// -fno-ipa-*, -flive-patching) cannot be used: the original build must
+// reproduce the running binary.
+var ExtraFlags = []string{"-ffunction-sections", "-fdata-sections"}
+
+// CompileRecord is one object the wrapper saw being compiled. The wrapper
+// writes one JSON file per compiler run into the log directory.
+type CompileRecord struct {
+	Dir      string   `json:"dir"`      // working directory of the compile
+	Source   string   `json:"source"`   // absolute path of the source file
+	Output   string   `json:"output"`   // absolute path of the object it wrote
+	Copy     string   `json:"copy"`     // the object as compiled, kept in the log directory
+	Lang     string   `json:"lang"`     // "c", "c++" or "asm"
+	Compiler string   `json:"compiler"` // the real compiler
+	Args     []string `json:"args"`     // the arguments as given, without ExtraFlags
+	LTO      bool     `json:"lto,omitempty"`
+	Time     int64    `json:"time"` // when the compile ended, in Unix nanoseconds
+}
+
+// options that take a separate argument.
+var argOptions = map[string]bool{
+	"-o": true, "-I": true, "-D": true, "-U": true, "-include": true, "-imacros": true, "-isystem": true,
+	"-idirafter": true, "-iquote": true, "-iprefix": true, "-iwithprefix": true, "-isysroot": true,
+	"-MF": true, "-MT": true, "-MQ": true, "-x": true, "-Xlinker": true, "-Xassembler": true,
+	"-Xpreprocessor": true, "-L": true, "-l": true, "-T": true, "-u": true, "-z": true, "-e": true,
+	"--param": true, "-aux-info": true, "-dumpdir": true, "-dumpbase": true, "-dumpbase-ext": true,
+	"-wrapper": true, "--sysroot": false, "-B": true,
+}
+
+var sourceLang = map[string]string{
+	".c": "c", ".i": "c",
+	".cc": "c++", ".cpp": "c++", ".cxx": "c++", ".c++": "c++", ".C": "c++", ".cp": "c++", ".CPP": "c++", ".ii": "c++",
+	".s": "asm", ".S": "asm", ".sx": "asm",
+}
+
+type parsedArgs struct {
+	sources   []string
+	langs     []string
+	output    string
+	compile   bool // -c
+	other     bool // -E, -S, -M without -MD, or an informational query
+	lto       bool
+	hasDebug  bool
+	keepForC  []string // arguments to reuse for a separate compile of each source
+	linkInput []string
+}
+
+func parseArgs(args []string) parsedArgs {
+	var p parsedArgs
+	lang := ""
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "-x" && i+1 < len(args) {
+			lang = args[i+1]
+			if lang == "none" {
+				lang = ""
+			}
+			i++
+			continue
+		}
+		if argOptions[a] && i+1 < len(args) {
+			if a == "-o" {
+				p.output = args[i+1]
+			} else if a != "-l" && a != "-L" && a != "-Xlinker" && a != "-T" && a != "-u" && a != "-z" && a != "-e" {
+				p.keepForC = append(p.keepForC, a, args[i+1])
+			}
+			i++
+			continue
+		}
+		switch {
+		case a == "-c":
+			p.compile = true
+		case a == "-E" || a == "-S" || a == "-M" || a == "-MM" || a == "-v" || a == "--version" || a == "-###" ||
+			strings.HasPrefix(a, "-print-") || strings.HasPrefix(a, "-dump") || strings.HasPrefix(a, "--print") || a == "--help":
+			p.other = true
+		case a == "-flto" || strings.HasPrefix(a, "-flto="):
+			p.lto = true
+		case a == "-fno-lto":
+			p.lto = false
+		case strings.HasPrefix(a, "-g"):
+			p.hasDebug = a != "-g0"
+		}
+		if strings.HasPrefix(a, "-") && a != "-" {
+			if !strings.HasPrefix(a, "-Wl,") && !strings.HasPrefix(a, "-l") && !strings.HasPrefix(a, "-L") &&
+				a != "-c" && a != "-shared" && a != "-static" && a != "-pie" && a != "-no-pie" && a != "-rdynamic" && !strings.HasPrefix(a, "-o") {
+				p.keepForC = append(p.keepForC, a)
+			}
+			continue
+		}
+		l := lang
+		if l == "" {
+			l = sourceLang[filepath.Ext(a)]
+		} else if strings.HasPrefix(l, "c++") {
+			l = "c++"
+		} else if strings.HasPrefix(l, "assembler") {
+			l = "asm"
+		} else if strings.HasPrefix(l, "c") {
+			l = "c"
+		}
+		if l == "c" || l == "c++" || l == "asm" {
+			p.sources = append(p.sources, a)
+			p.langs = append(p.langs, l)
+		} else {
+			p.linkInput = append(p.linkInput, a)
+		}
+	}
+	return p
+}
+
+// WrapperMain runs one compiler invocation on behalf of a build: it runs
+// the real compiler (EnvRealCompiler, else name) with ExtraFlags added and
+// records each object in EnvLogDir. It returns the exit status.
+func WrapperMain(name string, args []string, stdout, stderr io.Writer) int {
+	real := os.Getenv(EnvRealCompiler)
+	if real == "" {
+		real = name
+	}
+	logDir := os.Getenv(EnvLogDir)
+	p := parseArgs(args)
+	if logDir == "" || p.other || len(p.sources) == 0 {
+		return run(real, args, stdout, stderr)
+	}
+	extra := append([]string(nil), ExtraFlags...)
+	if !p.hasDebug {
+		// -g never changes the generated code; its type information lets
+		// the builder see structure layout changes.
+		extra = append(extra, "-g")
+	}
+	if code := run(real, append(append([]string(nil), args...), extra...), stdout, stderr); code != 0 {
+		return code
+	}
+	cwd, _ := os.Getwd()
+	abs := func(p string) string {
+		if filepath.IsAbs(p) {
+			return filepath.Clean(p)
+		}
+		return filepath.Join(cwd, p)
+	}
+	for i, src := range p.sources {
+		rec := CompileRecord{Dir: cwd, Source: abs(src), Lang: p.langs[i], Compiler: real, Args: args, LTO: p.lto}
+		copyPath := filepath.Join(logDir, "objects", randomName(filepath.Base(src))+".o")
+		if err := os.MkdirAll(filepath.Dir(copyPath), 0o755); err != nil {
+			fmt.Fprintf(stderr, "hotpatch cc: %v\n", err)
+			return 1
+		}
+		if p.compile {
+			out := p.output
+			if out == "" || len(p.sources) > 1 {
+				out = strings.TrimSuffix(filepath.Base(src), filepath.Ext(src)) + ".o"
+			}
+			rec.Output = abs(out)
+			if err := copyFile(rec.Output, copyPath); err != nil {
+				fmt.Fprintf(stderr, "hotpatch cc: keep %s: %v\n", out, err)
+				return 1
+			}
+		} else {
+			// Compiled and linked in one step: compile the source again
+			// on its own, with the same options, to have its object.
+			rec.Output = abs(strings.TrimSuffix(filepath.Base(src), filepath.Ext(src)) + ".o")
+			cargs := append(append(append([]string(nil), p.keepForC...), extra...), "-c", src, "-o", copyPath)
+			if code := run(real, cargs, stdout, stderr); code != 0 {
+				return code
+			}
+		}
+		rec.Copy = copyPath
+		rec.Time = time.Now().UnixNano()
+		data, _ := json.Marshal(rec)
+		recPath := filepath.Join(logDir, randomName("compile")+".json")
+		if err := os.WriteFile(recPath, append(data, '\n'), 0o644); err != nil {
+			fmt.Fprintf(stderr, "hotpatch cc: %v\n", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+func run(name string, args []string, stdout, stderr io.Writer) int {
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = os.Stdin
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
+	if err := cmd.Run(); err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		fmt.Fprintf(stderr, "hotpatch cc: %v\n", err)
+		return 127
+	}
+	return 0
+}
+
+func randomName(base string) string {
+	var b [6]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", base, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+func copyFile(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, data, 0o644)
+}
+
+// readRecords reads every record of a log directory.
+func readRecords(dir string) ([]CompileRecord, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []CompileRecord
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		var r CompileRecord
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, fmt.Errorf("compile record %s: %w", e.Name(), err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
