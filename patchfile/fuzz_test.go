@@ -104,9 +104,9 @@ func checkSpec(t *testing.T, s *Spec) {
 	}
 }
 
-// FuzzLoadMeta fuzzes the metadata payload of an otherwise valid image,
+// FuzzMetadata fuzzes the metadata payload of an otherwise valid image,
 // which random byte flips in FuzzLoad rarely reach past the length check.
-func FuzzLoadMeta(f *testing.F) {
+func FuzzMetadata(f *testing.F) {
 	obj := synthObject(elf.EM_X86_64, 0)
 	o, err := parseObject(obj)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patchfile"
+	"github.com/hotpatch/hotpatch/target"
 	"github.com/hotpatch/hotpatch/trust"
 )
 
@@ -45,12 +47,26 @@ func fixtureImage(tb testing.TB, name string) []byte {
 		defer os.RemoveAll(dir)
 		src := fixture.Dir(tb, "basic")
 		bin := filepath.Join(dir, "target")
-		fixture.GCC(tb, "-O2", "-g", "-pthread", "-o", bin, filepath.Join(src, "target.c"), "-Wl,--build-id")
+		// A fixed build-id and target path make the images the same in
+		// every process, which the fuzz tests' workers rely on.
+		fixture.GCC(tb, "-O2", "-g", "-pthread", "-o", bin, filepath.Join(src, "target.c"),
+			"-Wl,--build-id=0x7472757374746573747472757374746573740001")
 		images = map[string][]byte{}
 		for name, repl := range map[string]string{"compute_v2": "compute=compute_v2", "import": "compute=compute_import"} {
 			obj := filepath.Join(dir, name+".o")
 			fixture.GCC(tb, "-c", "-O2", "-fPIC", "-o", obj, filepath.Join(src, name+".c"))
-			images[name] = fixture.PackBytes(tb, bin, obj, "trust-"+name, repl)
+			meta, err := target.PatchMetadata(bin, "trust-"+name, []string{repl})
+			if err != nil {
+				tb.Fatalf("patch metadata: %v", err)
+			}
+			meta.TargetPath = "/opt/trust-test/target"
+			code, err := os.ReadFile(obj)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if images[name], err = patchfile.Pack(code, meta); err != nil {
+				tb.Fatalf("pack: %v", err)
+			}
 		}
 		imagesErr = ""
 	})

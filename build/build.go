@@ -1,0 +1,412 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hotpatch/hotpatch/patchfile"
+)
+
+// Options describe one patch build.
+type Options struct {
+	Src    string // the source tree the target was built from
+	Diff   string // the fix, a unified diff applied with -p1
+	Target string // the executable or shared library the patch is for
+
+	BuildCmd    string // shell command that builds the tree; default "make"
+	Jobs        int    // parallel jobs (MAKEFLAGS -jN); default the number of CPUs
+	ID          string // patch id; default the diff's name and a hash
+	Description string
+	// Force accepts refusals that are only warnings.
+	Force bool
+
+	// WorkDir is the scratch directory; a temporary one by default, which
+	// is removed afterwards unless KeepWork is set.
+	WorkDir  string
+	KeepWork bool
+
+	// Wrapper is the command that runs WrapperMain, before the compiler's
+	// arguments; default: this executable with the argument "cc".
+	Wrapper []string
+	// Log receives the build commands' output; nil discards it.
+	Log io.Writer
+}
+
+// Function reports one replaced function.
+type Function struct {
+	Name    string `json:"name"`
+	File    string `json:"file,omitempty"` // source file (for static functions the disambiguator)
+	New     string `json:"new"`
+	OldSize uint64 `json:"old_size"`
+	NewSize uint64 `json:"new_size"`
+}
+
+// Result is a finished patch build.
+type Result struct {
+	Image []byte
+	Meta  patchfile.Metadata
+
+	Functions []Function
+	Added     []string // new functions the patch carries
+	NewData   []string // new variables the patch carries
+	Constants []string // changed read-only data carried as copies
+	LineOnly  []string // functions changed only in line numbers; not included
+	Warnings  []Refusal
+	Skipped   []string // compiled sources that are not part of the target
+	Bindings  []string // references to the target's local symbols
+
+	OriginalBuild, PatchedBuild, Analysis time.Duration
+	WorkDir                               string
+}
+
+type builder struct {
+	opts Options
+	tgt  *targetImage
+	diff *Diff
+	raw  []byte
+}
+
+// Build makes a patch image from a source tree and a fix. The image is
+// in Result.Image; nothing is written unless the caller does.
+func Build(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Src == "" || opts.Diff == "" || opts.Target == "" {
+		return nil, errors.New("build needs a source tree, a diff and a target")
+	}
+	if opts.BuildCmd == "" {
+		opts.BuildCmd = "make"
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = runtime.NumCPU()
+	}
+	raw, err := os.ReadFile(opts.Diff)
+	if err != nil {
+		return nil, err
+	}
+	d, err := ParseDiff(raw)
+	if err != nil {
+		return nil, err
+	}
+	tgt, err := openTarget(opts.Target)
+	if err != nil {
+		return nil, err
+	}
+	defer tgt.close()
+	b := &builder{opts: opts, tgt: tgt, diff: d, raw: raw}
+	if opts.ID == "" {
+		sum := sha256.Sum256(raw)
+		base := strings.TrimSuffix(filepath.Base(opts.Diff), filepath.Ext(opts.Diff))
+		opts.ID = sanitizeID(base) + "-" + hex.EncodeToString(sum[:4])
+		b.opts.ID = opts.ID
+	}
+	res := &Result{}
+	work := opts.WorkDir
+	if work == "" {
+		if work, err = os.MkdirTemp("", "hotpatch-build-"); err != nil {
+			return nil, err
+		}
+		if !opts.KeepWork {
+			defer os.RemoveAll(work)
+		}
+	}
+	res.WorkDir = work
+	origRecs, patchedRecs, err := b.buildTwice(ctx, work, res)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := b.analyse(origRecs, patchedRecs, res); err != nil {
+		return nil, err
+	}
+	res.Analysis = time.Since(start)
+	return res, nil
+}
+
+func sanitizeID(s string) string {
+	var out []byte
+	for _, c := range []byte(s) {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
+			out = append(out, c)
+		} else {
+			out = append(out, '-')
+		}
+	}
+	if len(out) == 0 || len(out) > 48 {
+		return "fix"
+	}
+	return string(out)
+}
+
+// buildTwice copies the tree, builds it, applies the fix and builds again.
+// The second build is incremental, as after any source change, so only
+// what the fix touches is compiled twice.
+func (b *builder) buildTwice(ctx context.Context, work string, res *Result) (orig, patched []CompileRecord, err error) {
+	tree := filepath.Join(work, "src")
+	if err := copyTree(b.opts.Src, tree); err != nil {
+		return nil, nil, fmt.Errorf("copy source tree: %w", err)
+	}
+	binDir := filepath.Join(work, "bin")
+	env, err := b.wrapperEnv(binDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	origLog, patchedLog := filepath.Join(work, "log-original"), filepath.Join(work, "log-patched")
+	for _, d := range []string{origLog, patchedLog} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, nil, err
+		}
+	}
+	start := time.Now()
+	if err := b.runBuild(ctx, "original", tree, append(env, EnvLogDir+"="+origLog)); err != nil {
+		return nil, nil, err
+	}
+	res.OriginalBuild = time.Since(start)
+	if orig, err = readRecords(origLog); err != nil {
+		return nil, nil, err
+	}
+	if len(orig) == 0 {
+		return nil, nil, fmt.Errorf("%w: the build compiled nothing through the wrapper (does it ignore CC and PATH, or was the tree already built out of tree?)", ErrUnsupported)
+	}
+	newest := newestOutput(orig)
+	if err := b.diff.Apply(tree); err != nil {
+		return nil, nil, err
+	}
+	// A changed file must look newer than every object built from it,
+	// also on file systems with coarse timestamps.
+	for _, f := range b.diff.Files {
+		if f.Deleted {
+			continue
+		}
+		p := filepath.Join(tree, f.Path)
+		if st, err := os.Stat(p); err == nil && !st.ModTime().After(newest) {
+			t := newest.Add(time.Second)
+			os.Chtimes(p, t, t)
+		}
+	}
+	start = time.Now()
+	if err := b.runBuild(ctx, "patched", tree, append(env, EnvLogDir+"="+patchedLog)); err != nil {
+		return nil, nil, err
+	}
+	res.PatchedBuild = time.Since(start)
+	if patched, err = readRecords(patchedLog); err != nil {
+		return nil, nil, err
+	}
+	for _, rs := range [][]CompileRecord{orig, patched} {
+		for i := range rs {
+			rs[i].Source = relTo(tree, rs[i].Source)
+			rs[i].Output = relTo(tree, rs[i].Output)
+		}
+	}
+	return orig, patched, nil
+}
+
+func relTo(root, p string) string {
+	if r, err := filepath.Rel(root, p); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return p
+}
+
+func newestOutput(recs []CompileRecord) time.Time {
+	var t time.Time
+	for _, r := range recs {
+		if st, err := os.Stat(r.Output); err == nil && st.ModTime().After(t) {
+			t = st.ModTime()
+		}
+		if tt := time.Unix(0, r.Time); tt.After(t) {
+			t = tt
+		}
+	}
+	return t
+}
+
+// wrapperEnv writes the compiler wrapper scripts and returns the build's
+// environment: the scripts first on PATH and as CC and CXX.
+func (b *builder) wrapperEnv(binDir string) ([]string, error) {
+	wrapper := b.opts.Wrapper
+	if len(wrapper) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		wrapper = []string{exe, "cc"}
+	}
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return nil, err
+	}
+	var quoted []string
+	for _, w := range wrapper {
+		quoted = append(quoted, shellQuote(w))
+	}
+	found := map[string]string{}
+	for _, name := range []string{"cc", "gcc", "c++", "g++"} {
+		real, err := exec.LookPath(name)
+		if err != nil {
+			continue
+		}
+		real, _ = filepath.Abs(real)
+		found[name] = real
+		script := fmt.Sprintf("#!/bin/sh\n%s=%s\nexport %s\nexec %s \"$@\"\n", EnvRealCompiler, shellQuote(real), EnvRealCompiler, strings.Join(quoted, " "))
+		if err := os.WriteFile(filepath.Join(binDir, name), []byte(script), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if found["gcc"] == "" && found["cc"] == "" {
+		return nil, fmt.Errorf("%w: no C compiler (gcc or cc) on PATH", ErrUnsupported)
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "PATH", "CC", "CXX", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", EnvLogDir, EnvRealCompiler:
+			continue
+		}
+		env = append(env, kv)
+	}
+	cc, cxx := "gcc", "g++"
+	if found["gcc"] == "" {
+		cc = "cc"
+	}
+	if found["g++"] == "" {
+		cxx = "c++"
+	}
+	env = append(env, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"CC="+filepath.Join(binDir, cc), "CXX="+filepath.Join(binDir, cxx),
+		fmt.Sprintf("MAKEFLAGS=-j%d", b.opts.Jobs), fmt.Sprintf("CMAKE_BUILD_PARALLEL_LEVEL=%d", b.opts.Jobs))
+	return env, nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// tail keeps the end of a command's output for error messages.
+type tail struct {
+	buf []byte
+	w   io.Writer
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 8192 {
+		t.buf = t.buf[len(t.buf)-4096:]
+	}
+	if t.w != nil {
+		t.w.Write(p)
+	}
+	return len(p), nil
+}
+
+func (b *builder) runBuild(ctx context.Context, stage, dir string, env []string) error {
+	cmd := exec.CommandContext(ctx, "sh", "-c", b.opts.BuildCmd)
+	cmd.Dir = dir
+	cmd.Env = env
+	out := &tail{w: b.opts.Log}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		text := string(out.buf)
+		if i := strings.Index(text, "\n"); len(out.buf) >= 4096 && i >= 0 {
+			text = text[i+1:]
+		}
+		return &CommandError{Stage: stage, Command: b.opts.BuildCmd, Output: strings.TrimSpace(text), Err: err}
+	}
+	return nil
+}
+
+// sourceExt lists the files whose modification time copyTree sets to the
+// time of the copy, so that everything built from them is rebuilt.
+var sourceExt = map[string]bool{
+	".c": true, ".h": true, ".cc": true, ".cpp": true, ".cxx": true, ".c++": true, ".C": true, ".H": true,
+	".hh": true, ".hpp": true, ".hxx": true, ".h++": true, ".inl": true, ".ipp": true, ".tcc": true, ".i": true, ".ii": true,
+}
+
+// copyTree copies a source tree, keeping modification times so that the
+// build system sees it as it was (autotools would otherwise regenerate
+// itself), without version control data and without object files. C and
+// C++ sources and headers get the time of the copy instead, so that every
+// object, program and library is built again through the wrapper, even
+// ones the user's tree holds up to date. CMake caches that name the old
+// compiler are left out too.
+func copyTree(src, dst string) error {
+	src = filepath.Clean(src)
+	now := time.Now()
+	return filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		to := filepath.Join(dst, rel)
+		name := info.Name()
+		switch {
+		case info.IsDir():
+			if rel != "." && (name == ".git" || name == ".hg" || name == ".svn") {
+				return filepath.SkipDir
+			}
+			return os.MkdirAll(to, info.Mode().Perm()|0o700)
+		case info.Mode()&os.ModeSymlink != 0:
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(l, to)
+		case !info.Mode().IsRegular():
+			return nil
+		case strings.HasSuffix(name, ".o") || strings.HasSuffix(name, ".lo") || strings.HasSuffix(name, ".obj") ||
+			strings.HasSuffix(name, ".gch") || name == "CMakeCache.txt":
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(to, data, info.Mode().Perm()|0o600); err != nil {
+			return err
+		}
+		mtime := info.ModTime()
+		if sourceExt[filepath.Ext(name)] {
+			mtime = now
+		}
+		return os.Chtimes(to, mtime, mtime)
+	})
+}
+
+// latest keeps, for each (source, output), the last compile.
+func latest(recs []CompileRecord) map[[2]string]CompileRecord {
+	out := map[[2]string]CompileRecord{}
+	for _, r := range recs {
+		k := [2]string{r.Source, r.Output}
+		if old, ok := out[k]; !ok || r.Time > old.Time {
+			out[k] = r
+		}
+	}
+	return out
+}
+
+func sameFile(a, b string) bool {
+	x, err1 := os.ReadFile(a)
+	y, err2 := os.ReadFile(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
+
+func sortedKeys(m map[[2]string]CompileRecord) [][2]string {
+	var keys [][2]string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i][0] != keys[j][0] {
+			return keys[i][0] < keys[j][0]
+		}
+		return keys[i][1] < keys[j][1]
+	})
+	return keys
+}

@@ -1,0 +1,284 @@
+package build
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// runPre proves that a function of the original build is the function
+// the target runs: the two instruction streams must match one for one,
+// modulo
+//   - relocated fields (checked, where the symbol can be found in the
+//     target, to point at that symbol),
+//   - the linker's relaxations of GOT and TLS accesses,
+//   - branch encodings: with every function in its own section, the
+//     assembler cannot shorten a jump to another function of the file
+//     (jmp rel32 instead of rel8), which also moves what follows,
+//   - alignment padding (NOPs), whose length follows from the above.
+//
+// Branch destinations inside the function must correspond. It returns the
+// target address of every symbol a checked field referred to.
+func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*symbol]uint64, error) {
+	sec := fn.sec
+	obj := sec.data[fn.value : fn.value+fn.size]
+	base := fn.value
+	observed := map[*symbol]uint64{}
+	fail := func(off int, format string, args ...any) error {
+		return &MismatchError{Function: fn.name, File: localFile(fn, u.orig.file), Offset: uint64(off), Detail: fmt.Sprintf(format, args...)}
+	}
+	relocsIn := func(lo, hi int) []reloc {
+		var out []reloc
+		for _, r := range sec.relocs {
+			o := int(r.off) - int(base)
+			if o >= lo && o < hi {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	type pending struct {
+		at      int
+		objDest int
+		tgtDest uint64
+	}
+	var pend []pending
+	objToTgt := map[int]int{}
+
+	// checkSym compares where a relocated field points in the target with
+	// where the symbol is. addr is the address of the relocation's symbol
+	// (section start for a section symbol) as the target's bytes imply.
+	checkSym := func(off int, r reloc, addr uint64) error {
+		t, d := r.target()
+		tAddr := addr + uint64(r.addend-d)
+		if t.sec == sec {
+			return nil // inside the function: checked as a branch
+		}
+		if !t.defined() {
+			return nil
+		}
+		if t.sec.merge() {
+			want := cstring(t.sec, t.value)
+			if !t.sec.strings() {
+				want = t.sec.bytesAt(t.value, max(t.sec.entsize, 1))
+			}
+			if got, ok := b.tgt.read(tAddr, uint64(len(want))); !ok || !bytes.Equal(got, want) {
+				return fail(off, "refers to constant %q, the target's bytes there differ", want)
+			}
+			return nil
+		}
+		if t.typ == elf.STT_SECTION || generatedConst(t) {
+			return nil
+		}
+		ts, err := b.tgt.lookup(t, u.orig.file)
+		if err != nil {
+			return nil // checked when the patch binds it
+		}
+		if ts.Value != tAddr {
+			if r.typ == elf.R_X86_64_PLT32 && !t.local() {
+				return nil // a call through the PLT
+			}
+			return fail(off, "refers to %s at %#x in the target, where the target's %s is at %#x", t.name, tAddr, t.name, ts.Value)
+		}
+		observed[t] = tAddr
+		return nil
+	}
+
+	i, j := 0, 0
+	for {
+		i, j = skipNops(obj, i), skipNops(tgt, j)
+		if i >= len(obj) || j >= len(tgt) {
+			break
+		}
+		objToTgt[i] = j
+		rs := relocsIn(i, i+16)
+		// General- and local-dynamic TLS sequences are rewritten whole by
+		// the linker: skip them as units.
+		if n := tlsSequence(obj[i:], rs, i, base); n > 0 {
+			if j+n > len(tgt) {
+				return nil, fail(i, "thread-local access sequence runs past the target function")
+			}
+			i, j = i+n, j+n
+			continue
+		}
+		oi, err := x86asm.Decode(obj[i:], 64)
+		if err != nil {
+			return nil, fail(i, "cannot decode the original build's instruction: %v", err)
+		}
+		ti, err := x86asm.Decode(tgt[j:], 64)
+		if err != nil {
+			return nil, fail(i, "cannot decode the target's instruction at %#x: %v", tgtAddr+uint64(j), err)
+		}
+		rs = relocsIn(i, i+oi.Len)
+		same := oi.Len == ti.Len
+		relaxed := false
+		for _, r := range rs {
+			if gotRelative(r.typ) || r.typ == elf.R_X86_64_GOTTPOFF {
+				relaxed = true
+			}
+		}
+		if same {
+			ob, tb := append([]byte(nil), obj[i:i+oi.Len]...), append([]byte(nil), tgt[j:j+ti.Len]...)
+			for _, r := range rs {
+				o := int(r.off-base) - i
+				n := relocSize(r.typ)
+				lo := o
+				if relaxed {
+					lo = 0 // the linker may rewrite opcode and ModRM
+				}
+				for k := lo; k < o+n && k < len(ob); k++ {
+					ob[k], tb[k] = 0, 0
+				}
+			}
+			same = bytes.Equal(ob, tb)
+		}
+		switch {
+		case same && isRelBranch(oi) && len(rs) == 0:
+			pend = append(pend, pending{i, i + oi.Len + int(relOf(oi)), tgtAddr + uint64(j+ti.Len) + uint64(relOf(ti))})
+		case same:
+			for _, r := range rs {
+				if relaxed {
+					continue
+				}
+				o := int(r.off-base) - i
+				p := tgtAddr + uint64(j+o)
+				var addr uint64
+				switch {
+				case pcRelative(r.typ) && relocSize(r.typ) == 4:
+					addr = p + uint64(int64(int32(binary.LittleEndian.Uint32(tgt[j+o:])))) - uint64(r.addend)
+				case r.typ == elf.R_X86_64_32 || r.typ == elf.R_X86_64_32S:
+					addr = uint64(int64(int32(binary.LittleEndian.Uint32(tgt[j+o:])))) - uint64(r.addend)
+				case r.typ == elf.R_X86_64_64:
+					addr = binary.LittleEndian.Uint64(tgt[j+o:]) - uint64(r.addend)
+				default:
+					continue
+				}
+				if t, d := r.target(); t.sec == sec && isRelBranch(oi) {
+					// A call or jump to the function itself or a label in it.
+					pend = append(pend, pending{i, int(t.value-base) + int(d) + 4, tgtAddr + uint64(j+ti.Len) + uint64(relOf(ti))})
+					continue
+				}
+				if err := checkSym(i, r, addr); err != nil {
+					return nil, err
+				}
+			}
+		case isRelBranch(oi) && isRelBranch(ti) && sameBranch(oi, ti):
+			dest := tgtAddr + uint64(j+ti.Len) + uint64(relOf(ti))
+			if len(rs) == 0 {
+				pend = append(pend, pending{i, i + oi.Len + int(relOf(oi)), dest})
+				break
+			}
+			r := rs[0]
+			// The field ends the instruction: dest = S + A + 4.
+			if t, d := r.target(); t.sec == sec {
+				pend = append(pend, pending{i, int(t.value-base) + int(d) + 4, dest})
+				break
+			}
+			if err := checkSym(i, r, dest-uint64(r.addend)-4); err != nil {
+				return nil, err
+			}
+		case relaxed && oi.Op == x86asm.JMP && ti.Op == x86asm.JMP && oi.Len == ti.Len+1:
+			// jmp *foo@GOTPCREL(%rip) relaxed to jmp foo; nop.
+		default:
+			return nil, fail(i, "the original build has %q, the target has %q at %#x",
+				x86asm.GNUSyntax(oi, uint64(i), nil), x86asm.GNUSyntax(ti, tgtAddr+uint64(j), nil), tgtAddr+uint64(j))
+		}
+		i += oi.Len
+		j += ti.Len
+	}
+	if i < len(obj) {
+		return nil, fail(i, "the target's function is shorter")
+	}
+	if j < len(tgt) {
+		return nil, fail(i, "the target's function is longer (%d more bytes at %#x)", len(tgt)-j, tgtAddr+uint64(j))
+	}
+	for _, p := range pend {
+		od := skipNops(obj, p.objDest)
+		tj, ok := objToTgt[od]
+		if od == len(obj) {
+			tj, ok = len(tgt), true
+		}
+		if !ok {
+			return nil, fail(p.at, "branch to +%#x, which is not an instruction of the target's function", p.objDest)
+		}
+		got := int(p.tgtDest - tgtAddr)
+		if got >= 0 && got <= len(tgt) {
+			got = skipNops(tgt, got)
+		}
+		if got != tj {
+			return nil, fail(p.at, "branch goes to %#x in the target, the original build's destination corresponds to %#x", p.tgtDest, tgtAddr+uint64(tj))
+		}
+	}
+	return observed, nil
+}
+
+func localFile(s *symbol, file string) string {
+	if s.local() {
+		return file
+	}
+	return ""
+}
+
+// skipNops returns the offset of the first instruction at or after off
+// that is not padding.
+func skipNops(code []byte, off int) int {
+	for off < len(code) {
+		in, err := x86asm.Decode(code[off:], 64)
+		if err != nil || !isNop(in) {
+			return off
+		}
+		off += in.Len
+	}
+	return off
+}
+
+func isNop(in x86asm.Inst) bool {
+	if in.Op == x86asm.NOP {
+		return true
+	}
+	if in.Op == x86asm.XCHG && in.Args[0] != nil && in.Args[0] == in.Args[1] {
+		return true
+	}
+	// lea 0(%rsi,%riz,1),%rsi and friends are not emitted on x86-64.
+	return false
+}
+
+func isRelBranch(in x86asm.Inst) bool {
+	if in.Op != x86asm.CALL && in.Op != x86asm.JMP && !isJcc(in.Op) {
+		return false
+	}
+	_, ok := in.Args[0].(x86asm.Rel)
+	return ok
+}
+
+func relOf(in x86asm.Inst) int64 { return int64(in.Args[0].(x86asm.Rel)) }
+
+func sameBranch(a, b x86asm.Inst) bool { return a.Op == b.Op }
+
+func isJcc(op x86asm.Op) bool {
+	switch op {
+	case x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE, x86asm.JNE, x86asm.JG, x86asm.JGE,
+		x86asm.JL, x86asm.JLE, x86asm.JO, x86asm.JNO, x86asm.JP, x86asm.JNP, x86asm.JS, x86asm.JNS,
+		x86asm.JCXZ, x86asm.JECXZ, x86asm.JRCXZ:
+		return true
+	}
+	return false
+}
+
+// tlsSequence returns the length of a general- or local-dynamic TLS
+// access starting at i (16 or 12 bytes), or 0.
+func tlsSequence(code []byte, rs []reloc, i int, base uint64) int {
+	for _, r := range rs {
+		o := int(r.off-base) - i
+		switch {
+		case r.typ == elf.R_X86_64_TLSGD && o == 4 && len(code) >= 16 && code[0] == 0x66:
+			return 16
+		case r.typ == elf.R_X86_64_TLSLD && o == 3 && len(code) >= 12:
+			return 12
+		}
+	}
+	return 0
+}

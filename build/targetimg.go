@@ -1,0 +1,112 @@
+package build
+
+import (
+	"debug/elf"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hotpatch/hotpatch/target"
+)
+
+// targetImage is the binary the patch is for.
+type targetImage struct {
+	path    string
+	buildID string
+	syms    *target.Symbols
+	progs   []*elf.Prog
+	f       *elf.File
+	anchor  *target.Symbol
+}
+
+func openTarget(path string) (*targetImage, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if f.Machine != elf.EM_X86_64 {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w: machine %v (the builder handles x86-64)", path, ErrUnsupported, f.Machine)
+	}
+	id, err := target.BuildID(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w (link the target with --build-id)", path, err)
+	}
+	syms, err := target.LoadSymbols(path, path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if syms.Source == ".dynsym" {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w: the target has no .symtab and no debug file; its static functions and data cannot be found", path, ErrUnsupported)
+	}
+	return &targetImage{path: path, buildID: id, syms: syms, progs: f.Progs, f: f}, nil
+}
+
+func (t *targetImage) close() { t.f.Close() }
+
+// read returns n bytes at link-time address addr from the file.
+func (t *targetImage) read(addr, n uint64) ([]byte, bool) {
+	for _, p := range t.progs {
+		if p.Type == elf.PT_LOAD && addr >= p.Vaddr && addr+n <= p.Vaddr+p.Filesz {
+			buf := make([]byte, n)
+			if _, err := p.ReadAt(buf, int64(addr-p.Vaddr)); err != nil {
+				return nil, false
+			}
+			return buf, true
+		}
+	}
+	return nil, false
+}
+
+// lookup finds the target's copy of a symbol of an object compiled from
+// file: a local by name and file, a global by name.
+func (t *targetImage) lookup(s *symbol, file string) (target.Symbol, error) {
+	if s.local() {
+		return t.syms.Lookup(s.name, file)
+	}
+	return t.syms.Lookup(s.name, "")
+}
+
+// uniqueByName reports whether the engine, which binds undefined names
+// with Lookup(name, ""), finds exactly ts.
+func (t *targetImage) uniqueByName(ts target.Symbol) bool {
+	got, err := t.syms.Lookup(ts.Name, "")
+	return err == nil && got.Value == ts.Value && got.Type == ts.Type
+}
+
+// anchorFor picks a global symbol of the target that the engine binds by
+// name unambiguously; a reference to a local symbol whose name is not
+// unique is written as anchor+offset. avoid lists names the patch defines.
+func (t *targetImage) anchorFor(avoid map[string]bool) (*target.Symbol, error) {
+	if t.anchor != nil && !avoid[t.anchor.Name] {
+		return t.anchor, nil
+	}
+	var cands []target.Symbol
+	for _, s := range t.syms.All {
+		if s.Bind == elf.STB_LOCAL || s.Type == elf.STT_TLS || s.Section == elf.SHN_UNDEF || s.Section >= elf.SHN_LORESERVE ||
+			(s.Type != elf.STT_FUNC && s.Type != elf.STT_OBJECT) || avoid[s.Name] {
+			continue
+		}
+		cands = append(cands, s)
+	}
+	sort.Slice(cands, func(i, j int) bool {
+		if (cands[i].Type == elf.STT_FUNC) != (cands[j].Type == elf.STT_FUNC) {
+			return cands[i].Type == elf.STT_FUNC
+		}
+		// Prefer the program's own names to the toolchain's (_init, _fini).
+		if u1, u2 := strings.HasPrefix(cands[i].Name, "_"), strings.HasPrefix(cands[j].Name, "_"); u1 != u2 {
+			return u2
+		}
+		return cands[i].Name < cands[j].Name
+	})
+	for i := range cands {
+		if t.uniqueByName(cands[i]) {
+			t.anchor = &cands[i]
+			return t.anchor, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s has no global symbol to address its local symbols from", ErrUnsupported, t.path)
+}

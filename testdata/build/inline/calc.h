@@ -1,0 +1,2 @@
+int area(int w, int h);
+int perimeter(int w, int h);

@@ -1,0 +1,16 @@
+static int factor = 1;
+
+void set_factor_a(int f)
+{
+	factor = f;
+}
+
+__attribute__((noinline)) static int check(int x)
+{
+	return x * factor;
+}
+
+int check_a(int x)
+{
+	return check(x);
+}
