@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"debug/elf"
@@ -734,5 +733,3 @@ func (s *session) check(threads []*proc.Thread, maps []target.Mapping, mods *con
 	}
 	return nil, nil
 }
-
-var _ = bytes.Equal

@@ -3,14 +3,12 @@ package engine
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/hotpatch/hotpatch/consistency"
-	"github.com/hotpatch/hotpatch/target"
 )
 
 // found is a state record located in the target.
@@ -293,8 +291,3 @@ func (s *session) revert(ctx context.Context, records []found, id string, opts O
 	}
 	return res, nil
 }
-
-var (
-	_ = errors.New
-	_ = target.ReadMaps
-)
