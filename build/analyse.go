@@ -89,6 +89,7 @@ func (b *builder) analyse(origRecs, patchedRecs []CompileRecord, res *Result) er
 	var refusals []Refusal
 	for _, u := range selected {
 		u.checkStaticLocals()
+		u.checkLayouts()
 		refusals = append(refusals, u.refusals...)
 	}
 	if len(reps) == 0 && len(refusals) == 0 {

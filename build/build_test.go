@@ -131,9 +131,19 @@ func applyImage(t testing.TB, pid int, img []byte) *engine.Result {
 // the output changes from the "before" line to the "after" line.
 func liveCase(t *testing.T, name, targetName, run string) (*fixture.Proc, *build.Result) {
 	t.Helper()
+	p, res := startAndPatch(t, name, targetName, run)
+	_, after := expect(t, caseDir(t, name))
+	p.WaitFor(t, p.Mark(), after, waitLine)
+	return p, res
+}
+
+// startAndPatch builds a case, runs it until it prints its "before" line
+// and applies the fix's patch.
+func startAndPatch(t *testing.T, name, targetName, run string) (*fixture.Proc, *build.Result) {
+	t.Helper()
 	fixture.Require(t)
 	dir := builtTree(t, name)
-	before, after := expect(t, dir)
+	before, _ := expect(t, dir)
 	p := fixture.Start(t, filepath.Join(dir, run))
 	p.WaitFor(t, 0, before, waitLine)
 	res, err := buildPatch(t, dir, targetName, nil)
@@ -141,7 +151,6 @@ func liveCase(t *testing.T, name, targetName, run string) (*fixture.Proc, *build
 		t.Fatalf("build: %v", err)
 	}
 	applyImage(t, p.PID, res.Image)
-	p.WaitFor(t, p.Mark(), after, waitLine)
 	return p, res
 }
 
@@ -206,7 +215,7 @@ func TestSameStaticNameInTwoFiles(t *testing.T) {
 		t.Errorf("want check@b.c and check_b replaced, got %+v %+v", res.Functions, res.Meta.Functions)
 	}
 	// factor exists in a.c and b.c: the reference must be bound to b.c's.
-	if len(res.Bindings) != 1 || !strings.Contains(res.Bindings[0], "factor@b.c") {
+	if !strings.Contains(strings.Join(res.Bindings, " "), "-> check_a+0x") || !strings.Contains(strings.Join(res.Bindings, " "), "(factor@b.c)") {
 		t.Errorf("bindings = %v", res.Bindings)
 	}
 }
@@ -243,13 +252,15 @@ func TestCXXMemberFunction(t *testing.T) {
 // runtime calls std::terminate. This test pins that down.
 func TestCXXExceptionThroughPatch(t *testing.T) {
 	t.Parallel()
-	p, _ := liveCase(t, "cxxexcept", "prog", "prog")
+	p, _ := startAndPatch(t, "cxxexcept", "prog", "prog")
 	mark := p.Mark()
 	deadline := time.Now().Add(waitLine)
+	patched := false
 	for time.Now().Before(deadline) {
 		lines := p.Lines()
 		for _, l := range lines[mark:] {
-			if strings.Contains(l, "caught: bad input") {
+			patched = patched || strings.Contains(l, "parsed=7000")
+			if strings.Contains(l, "caught: bad input") && patched {
 				t.Logf("exception passed through the patched function: %s", l)
 				return
 			}
@@ -267,4 +278,106 @@ func TestCXXExceptionThroughPatch(t *testing.T) {
 	t.Fatalf("no exception seen after the patch")
 }
 
-var _ = errors.Is
+func TestRefusals(t *testing.T) {
+	fixture.Require(t)
+	cases := []struct {
+		dir, kind, symbol, text string
+		warning              bool
+	}{
+		{"refuse-datasize", "data-size", "table", "size of existing data changes from 16 to 32 bytes", false},
+		{"refuse-datainit", "data-init", "limit@data.c", "initial value of existing data changes", false},
+		{"refuse-ctor", "constructor", "init@data.c", "constructors already ran", false},
+		{"refuse-staticremoved", "static-local-removed", "calls.0@data.c", "no longer uses this static variable", true},
+		{"refuse-newtls", "new-tls", "depth@data.c", "new thread-local variable", false},
+		{"refuse-struct", "struct-layout", "struct config", "existing data of the old layout is used by variable cfg", false},
+	}
+	for _, c := range cases {
+		t.Run(c.dir, func(t *testing.T) {
+			t.Parallel()
+			dir := builtTree(t, c.dir)
+			_, err := buildPatch(t, dir, "prog", nil)
+			var re *build.RefusalError
+			if !errors.Is(err, build.ErrRefused) || !errors.As(err, &re) {
+				t.Fatalf("want a refusal, got %v", err)
+			}
+			found := false
+			for _, r := range re.Refusals {
+				found = found || (r.Kind == c.kind && r.Symbol == c.symbol && strings.Contains(r.Reason, c.text) && r.Warning == c.warning)
+			}
+			if !found {
+				t.Fatalf("want %s of %s (%q), got %v", c.kind, c.symbol, c.text, err)
+			}
+			t.Logf("refused: %v", err)
+			if c.warning {
+				res, err := buildPatch(t, dir, "prog", func(o *build.Options) { o.Force = true })
+				if err != nil {
+					t.Fatalf("with Force: %v", err)
+				}
+				if len(res.Warnings) != 1 || res.Meta.Builder["accepted_warnings"] == nil {
+					t.Errorf("accepted warnings not reported: %+v", res.Warnings)
+				}
+			}
+		})
+	}
+}
+
+func TestLineNumberOnlyChange(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "lineonly")
+	res, err := buildPatch(t, dir, "prog", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// gcc may split the assert's cold path into helper.part.0.
+	if len(res.LineOnly) != 1 || !strings.HasPrefix(res.LineOnly[0], "helper") {
+		t.Errorf("line-only = %v, want helper", res.LineOnly)
+	}
+	for _, f := range res.Functions {
+		if strings.HasPrefix(f.Name, "helper") {
+			t.Errorf("helper changed only in line numbers but is replaced")
+		}
+	}
+	if len(res.Functions) != 1 || res.Functions[0].Name != "step" {
+		t.Errorf("functions = %+v, want step", res.Functions)
+	}
+}
+
+// The running binary was built with other flags than the tree's build
+// command uses: run-pre matching must notice and say where.
+func TestRunPreMismatch(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "body", "CFLAGS=-O1")
+	_, err := buildPatch(t, dir, "prog", nil)
+	var me *build.MismatchError
+	if !errors.Is(err, build.ErrMismatch) || !errors.As(err, &me) || me.Function != "compute" {
+		t.Fatalf("want a mismatch in compute, got %v", err)
+	}
+	t.Logf("refused: %v", err)
+}
+
+func TestNoChanges(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "body")
+	empty := filepath.Join(t.TempDir(), "comment.patch")
+	os.WriteFile(empty, []byte("--- a/compute.c\n+++ b/compute.c\n@@ -1,2 +1,3 @@\n #include \"compute.h\"\n+/* nothing */\n \n"), 0o644)
+	_, err := buildPatch(t, dir, "prog", func(o *build.Options) { o.Diff = empty })
+	if !errors.Is(err, build.ErrNoChanges) {
+		t.Fatalf("want ErrNoChanges, got %v", err)
+	}
+}
+
+func TestBadDiff(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "body")
+	bad := filepath.Join(t.TempDir(), "bad.patch")
+	os.WriteFile(bad, []byte("--- a/compute.c\n+++ b/compute.c\n@@ -1,1 +1,1 @@\n-no such line\n+x\n"), 0o644)
+	_, err := buildPatch(t, dir, "prog", func(o *build.Options) { o.Diff = bad })
+	var de *build.DiffError
+	if !errors.Is(err, build.ErrBadDiff) || !errors.As(err, &de) || de.File != "compute.c" {
+		t.Fatalf("want a DiffError on compute.c, got %v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"debug/elf"
@@ -64,6 +65,10 @@ type Result struct {
 	Threads int
 	// Phases splits Pause: stopping, checking, writing, resuming.
 	Phases PausePhases
+	// Frames counts stack frames unwound precisely in the final check;
+	// Fallbacks counts threads whose stacks had to be scanned word by word
+	// because their unwind information ran out (still safe, less precise).
+	Frames, Fallbacks int
 	// Completed means the patch was found half switched in by an engine
 	// that died, and this apply finished it.
 	Completed bool
@@ -483,6 +488,23 @@ func (s *session) cfiModules() *consistency.Modules {
 			mods = append(mods, m)
 		}
 	}
+	// The vDSO has no file; its image is read from the process. Threads
+	// often stop inside it (clock_gettime), and with its CFI they unwind
+	// precisely instead of falling back to a stack scan.
+	for _, m := range s.maps {
+		if m.Path != "[vdso]" || m.End-m.Start > 1<<20 {
+			continue
+		}
+		img := make([]byte, m.End-m.Start)
+		if _, err := s.p.ReadAt(img, m.Start); err != nil {
+			break
+		}
+		if bias, err := consistency.MappingBias(bytes.NewReader(img), m.Start, 0); err == nil {
+			if mod, err := consistency.NewModule(bytes.NewReader(img), "[vdso]", bias); err == nil {
+				mods = append(mods, mod)
+			}
+		}
+	}
 	return consistency.NewModules(mods...)
 }
 
@@ -682,6 +704,7 @@ func (s *session) switchWhenIdle(ctx context.Context, timeout time.Duration, mod
 			res.Pause = t4.Sub(t0)
 			res.Phases = PausePhases{Stop: t1.Sub(t0), Check: t2.Sub(t1), Write: t3.Sub(t2), Resume: t4.Sub(t3)}
 			res.Threads = len(threads)
+			res.Frames, res.Fallbacks = s.lastCheck.Frames, s.lastCheck.Fallbacks
 			done = true
 			return err
 		})
@@ -728,6 +751,7 @@ func (s *session) check(threads []*proc.Thread, maps []target.Mapping, mods *con
 	if err != nil {
 		return nil, err
 	}
+	s.lastCheck = result
 	if len(result.Busy) > 0 {
 		return &consistency.BusyError{Busy: result.Busy}, nil
 	}

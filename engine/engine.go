@@ -80,6 +80,8 @@ type session struct {
 	p      *proc.Process
 	maps   []target.Mapping
 	images []*target.Image
+	// lastCheck is the most recent consistency result, for reporting.
+	lastCheck consistency.Result
 }
 
 func open(pid int) (*session, error) {

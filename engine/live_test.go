@@ -531,3 +531,16 @@ func TestIFuncInTarget(t *testing.T) {
 		t.Fatalf("replacing an IFUNC: want ErrNotFunction, got %v", err)
 	}
 }
+
+func TestPreciseUnwindThroughVDSO(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "vdso", "target.c", "vdso")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "vdso", "compute_v2.c"), "vdso-fix", "compute=compute_v2")
+	res := apply(t, p.PID, spec, 5*time.Second)
+	if res.Fallbacks != 0 || res.Frames < res.Threads {
+		t.Errorf("%d of %d threads fell back to a stack scan (%d precise frames)", res.Fallbacks, res.Threads, res.Frames)
+	}
+	p.WaitFor(t, p.Mark(), "compute=63", waitLine)
+}

@@ -12,5 +12,9 @@ __attribute__((noinline)) static int check(int x)
 
 int check_a(int x)
 {
+	if (x < 0)
+		return -1;
+	if (x > 1000)
+		return check(x - 1000);
 	return check(x);
 }
