@@ -22,8 +22,13 @@ lint:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
 	staticcheck ./...
 
+# Each fuzz target for a while; the checked-in corpora run in `make test`.
 fuzz:
-	$(GO) test -run=^$$ -fuzz=FuzzLoad -fuzztime=60s ./patchfile/
+	$(GO) test -run=^$$ -fuzz=^FuzzLoad$$ -fuzztime=60s ./patchfile/
+	$(GO) test -run=^$$ -fuzz=^FuzzMetadata$$ -fuzztime=30s ./patchfile/
+	$(GO) test -run=^$$ -fuzz=^FuzzVerify$$ -fuzztime=30s -fuzzminimizetime=200x ./trust/
+	$(GO) test -run=^$$ -fuzz=^FuzzParsePublicKey$$ -fuzztime=30s ./trust/
+	$(GO) test -run=^$$ -fuzz=^FuzzDecodeSignature$$ -fuzztime=30s -fuzzminimizetime=200x ./trust/
 
 bench: build
 	$(GO) test -run=^$$ -bench=. -benchtime=20x -timeout 30m ./engine/

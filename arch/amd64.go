@@ -54,7 +54,19 @@ var AMD64 = &Arch{
 	BranchesInto:    amd64BranchesInto,
 	// 13-byte check, up to 14+14 bytes of instructions (each may grow by 4
 	// when a short branch is widened), a 14-byte way back: rounded up.
-	MaxStubLen: 80,
+	MaxStubLen:     80,
+	TLSBlockOffset: amd64TLSBlockOffset,
+	TLSCall:        TLSCallSymbol,
+	TLSSequence:    TLSSequenceLen,
+}
+
+// amd64TLSBlockOffset places the executable's block right below the thread
+// pointer (TLS variant II), as glibc does.
+func amd64TLSBlockOffset(vaddr, memsz, align uint64) int64 {
+	align = max(align, 1)
+	firstbyte := (-(vaddr & (align - 1))) & (align - 1)
+	off := (memsz-firstbyte+align-1)/align*align + firstbyte
+	return -int64(off)
 }
 
 // TLSCallSymbol is the helper a general- or local-dynamic TLS sequence calls.

@@ -110,6 +110,42 @@ type Arch struct {
 	BranchesInto func(code []byte, addr, lo, hi uint64) bool
 	// MaxStubLen bounds a gated stub: check, moved code, jump back.
 	MaxStubLen int
+
+	// FarReach is how far patch memory may lie from the target image and
+	// still reach its code and data with the patch's PC-relative forms.
+	// Where no hole lies within JumpReach, patch memory goes within
+	// FarReach and the sites take the long jump. Zero means JumpReach.
+	FarReach int64
+	// CallReach is the reach of a direct call or branch relocation. Where
+	// it is shorter than FarReach, every call out of the patch gets a stub
+	// through the GOT, used when the target turns out to be out of reach.
+	// Zero means FarReach.
+	CallReach int64
+	// KeepEntry returns how many bytes at a function's entry stay in place
+	// (an indirect-branch landing pad the jump must not replace), and the
+	// code to run before entering the new function instead, undoing what
+	// those bytes did. Nil keeps nothing.
+	KeepEntry func(code []byte) (keep int, undo []byte)
+	// BackJumpShort means a stub returns into the old function only with
+	// the short jump: an indirect branch would need a landing pad there.
+	BackJumpShort bool
+	// TLSBlockOffset is the offset from the thread pointer to the main
+	// executable's TLS block, given its PT_TLS, as the C library lays it out.
+	TLSBlockOffset func(vaddr, memsz, align uint64) int64
+	// TLSCall is the helper a general- or local-dynamic TLS sequence calls,
+	// and TLSSequence says how many bytes after a relocated field the
+	// rewrite to local-exec consumes, so the linker drops the relocations
+	// inside them (the call's, among them).
+	TLSCall     string
+	TLSSequence func(typ uint32) uint64
+}
+
+// Reach returns FarReach, or JumpReach when FarReach is not set.
+func (a *Arch) Reach() int64 {
+	if a.FarReach > 0 {
+		return a.FarReach
+	}
+	return a.JumpReach
 }
 
 // ForMachine returns the Arch for an ELF machine.
@@ -117,6 +153,8 @@ func ForMachine(m elf.Machine) (*Arch, error) {
 	switch m {
 	case elf.EM_X86_64:
 		return AMD64, nil
+	case elf.EM_AARCH64:
+		return ARM64, nil
 	}
 	return nil, fmt.Errorf("%v: %w", m, ErrNotSupported)
 }
@@ -126,6 +164,8 @@ func ForName(name string) (*Arch, error) {
 	switch name {
 	case "amd64":
 		return AMD64, nil
+	case "arm64":
+		return ARM64, nil
 	}
 	return nil, fmt.Errorf("%s: %w", name, ErrNotSupported)
 }

@@ -103,6 +103,17 @@ func (b *builder) analyse(origRecs, patchedRecs []CompileRecord, res *Result) er
 		return fmt.Errorf("%w: %s", ErrNoChanges, msg)
 	}
 
+	// An inline or template function changed in a header is compiled into
+	// several objects; the target keeps one copy, replaced once.
+	seenAddr := map[uint64]bool{}
+	var uniq []*replacement
+	for _, r := range reps {
+		if !seenAddr[r.tsym.Value] {
+			seenAddr[r.tsym.Value] = true
+			uniq = append(uniq, r)
+		}
+	}
+	reps = uniq
 	used := map[string]bool{}
 	for _, r := range reps {
 		r.newName = r.tsym.Name + ".hotpatch"
@@ -164,6 +175,9 @@ func (b *builder) analyse(origRecs, patchedRecs []CompileRecord, res *Result) er
 	}
 	if len(res.LineOnly) > 0 {
 		builderMeta["line_only"] = res.LineOnly
+	}
+	if len(res.Bindings) > 0 {
+		builderMeta["local_bindings"] = res.Bindings
 	}
 	if len(res.Warnings) > 0 {
 		var ws []string

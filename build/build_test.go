@@ -282,7 +282,7 @@ func TestRefusals(t *testing.T) {
 	fixture.Require(t)
 	cases := []struct {
 		dir, kind, symbol, text string
-		warning              bool
+		warning                 bool
 	}{
 		{"refuse-datasize", "data-size", "table", "size of existing data changes from 16 to 32 bytes", false},
 		{"refuse-datainit", "data-init", "limit@data.c", "initial value of existing data changes", false},

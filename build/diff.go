@@ -90,10 +90,15 @@ func ParseDiff(data []byte) (*Diff, error) {
 					oldLeft--
 				case '+':
 					newLeft--
-				case '\\':
-					continue
 				default:
 					return nil, &DiffError{File: cur.Path, Line: i + 1, Msg: "hunk is shorter than its header says"}
+				}
+				// Lines keep their newline unless the diff says the file
+				// ends without one.
+				if i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "\\") {
+					b += "\n"
+				} else {
+					i++
 				}
 				h.Lines = append(h.Lines, b)
 			}
@@ -255,22 +260,10 @@ func (f *FileDiff) apply(old []string) ([]string, error) {
 		}
 		shift = at - start
 		out = append(out, old[pos:at]...)
-		for i, l := range repl {
-			// A hunk that adds lines at the end of a file without a final
-			// newline: keep lines separate.
-			if i < len(repl)-1 && !strings.HasSuffix(l, "\n") {
-				l += "\n"
-			}
-			out = append(out, l)
-		}
+		out = append(out, repl...)
 		pos = at + len(want)
 	}
 	out = append(out, old[pos:]...)
-	for i := 0; i < len(out)-1; i++ {
-		if !strings.HasSuffix(out[i], "\n") {
-			out[i] += "\n"
-		}
-	}
 	return out, nil
 }
 
@@ -292,7 +285,6 @@ func (f *FileDiff) LineMap() func(int) int {
 	type span struct{ oldFrom, oldTo, shift int } // unchanged lines [oldFrom, oldTo) move by shift
 	var spans []span
 	shift, oldLine := 0, 1
-	var changed []int
 	for _, h := range f.Hunks {
 		o, n := h.OldStart, h.NewStart
 		if h.OldLen == 0 {
@@ -309,7 +301,6 @@ func (f *FileDiff) LineMap() func(int) int {
 				o++
 				n++
 			case '-':
-				changed = append(changed, o)
 				o++
 			case '+':
 				n++

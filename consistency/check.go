@@ -102,6 +102,19 @@ func (e *BusyError) Error() string {
 // Is makes errors.Is(err, ErrBusy) true.
 func (e *BusyError) Is(target error) bool { return target == ErrBusy }
 
+// ThreadError is a thread Check could not examine, neither precisely nor
+// by scanning; it must be treated as busy. Such states are usually
+// transient (e.g. a signal handler on an alternate stack), so retrying
+// later may succeed.
+type ThreadError struct {
+	TID int
+	Err error
+}
+
+func (e *ThreadError) Error() string { return fmt.Sprintf("thread %d: %v", e.TID, e.Err) }
+
+func (e *ThreadError) Unwrap() error { return e.Err }
+
 // Result is the outcome of Check.
 type Result struct {
 	Busy []Busy
@@ -150,7 +163,7 @@ func Check(arch *Arch, mods *Modules, mem Memory, threads []Thread, ranges []Ran
 	var errs []error
 	for i := range threads {
 		if err := w.thread(&threads[i], mem, &res); err != nil {
-			errs = append(errs, fmt.Errorf("thread %d: %w", threads[i].TID, err))
+			errs = append(errs, &ThreadError{TID: threads[i].TID, Err: err})
 		}
 	}
 	return res, errors.Join(errs...)

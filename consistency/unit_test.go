@@ -376,7 +376,8 @@ func TestMemoryErrorsAreNeverSafe(t *testing.T) {
 		if err == nil && len(res.Busy) == 0 {
 			t.Errorf("%s: reported safe", tc.name)
 		}
-		if err != nil && !strings.Contains(err.Error(), "thread 42") {
+		var te *ThreadError
+		if err != nil && (!errors.As(err, &te) || te.TID != 42 || !strings.Contains(err.Error(), "thread 42")) {
 			t.Errorf("%s: error does not name the thread: %v", tc.name, err)
 		}
 	}

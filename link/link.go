@@ -175,7 +175,7 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText uint64,
 		if defined {
 			continue
 		}
-		if sym.Name == arch.TLSCallSymbol && a.Machine == elf.EM_X86_64 {
+		if a.TLSCall != "" && sym.Name == a.TLSCall {
 			continue // consumed by the TLS rewrite
 		}
 		if sym.Name == gotSymbol {
@@ -230,7 +230,9 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText uint64,
 			case arch.NeedGOTTPOff:
 				p.addGOT(gotKey{sym: r.Symbol, tp: true})
 			case arch.NeedPLT:
-				if isExt && ext.Far {
+				// A call reaching less far than the patch may lie from
+				// the image gets a stub for any target outside the patch.
+				if isExt && (ext.Far || a.CallReach > 0 && a.CallReach < a.Reach()) {
 					if _, ok := p.stub[r.Symbol]; !ok {
 						p.stub[r.Symbol] = len(p.stub)
 						p.addGOT(gotKey{sym: r.Symbol})
@@ -428,8 +430,10 @@ func (p *Plan) Link(base uint64) (*Linked, error) {
 			if err := a.Apply(rr); err != nil {
 				return nil, p.relocErr(pl.sec, r, err)
 			}
-			if n := arch.TLSSequenceLen(r.Type); n > 0 && a.Machine == elf.EM_X86_64 {
-				consumedUntil = r.Offset + n
+			if a.TLSSequence != nil {
+				if n := a.TLSSequence(r.Type); n > 0 {
+					consumedUntil = r.Offset + n
+				}
 			}
 		}
 	}

@@ -33,10 +33,12 @@ echo "== starting the server"
 pid=$!
 sleep 0.7
 tail -n 2 "$work/log"
-echo "== hotpatch pack"
+echo "== hotpatch pack, then sign with a fresh key that this host trusts"
 "$bin" pack --target "$work/server" --replace name_ok=name_ok_fixed --id demo-fix -o "$work/fix.hp" "$work/fix.o"
+"$bin" key generate -o "$work/demo" >/dev/null
+"$bin" sign --key "$work/demo.key" "$work/fix.hp"
 echo "== hotpatch apply (no restart)"
-"$bin" apply --pid "$pid" --allow-unsigned "$work/fix.hp" 2>/dev/null
+"$bin" apply --pid "$pid" --trust "$work/demo.pub" "$work/fix.hp"
 sleep 0.5
 tail -n 2 "$work/log"
 echo "== hotpatch status"

@@ -2,7 +2,10 @@
 // libraries without restarting them.
 //
 //	hotpatch pack    --target PATH --replace OLD=NEW [--id ID] -o FILE.hp OBJECT.o
-//	hotpatch apply   --pid PID [--timeout 10s] [--allow-unsigned] FILE.hp
+//	hotpatch key generate -o NAME
+//	hotpatch sign    --key NAME.key FILE.hp
+//	hotpatch verify  [--trust NAME.pub ...] FILE.hp
+//	hotpatch apply   (--pid PID | --all) [--timeout 10s] [--trust NAME.pub ...] [--allow-unsigned] FILE.hp
 //	hotpatch revert  --pid PID (ID | --all)
 //	hotpatch status  --pid PID [--json]
 //	hotpatch inspect FILE.hp [--json]
