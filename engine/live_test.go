@@ -266,6 +266,10 @@ func TestThreadLocal(t *testing.T) {
 			spec := fixture.Pack(t, bin, object(t, "basic", "tls.c", pic), "tls-fix", "compute=compute_tls")
 			apply(t, p.PID, spec, 5*time.Second)
 			p.WaitFor(t, p.Mark(), "compute=7021", waitLine)
+			// A patch that defines them (global and static) shares the target's.
+			def := fixture.Pack(t, bin, object(t, "basic", "tls_def.c", pic), "tls-def", "compute=compute_tlsdef")
+			apply(t, p.PID, def, 5*time.Second)
+			p.WaitFor(t, p.Mark(), "compute=7321", waitLine)
 		})
 	}
 }
