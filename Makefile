@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/hotpatch
 
-.PHONY: all build test demo lint fuzz bench clean
+.PHONY: all build test demo lint fuzz bench realworld clean
 
 all: build
 
@@ -16,6 +16,11 @@ test:
 
 demo: build
 	./scripts/demo.sh
+
+# A real CVE fix built from Debian's zlib source and patched into a running
+# process whose proof of concept crashes before and not after.
+realworld: build
+	./testdata/build/realworld/run.sh
 
 lint:
 	$(GO) vet ./...

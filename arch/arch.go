@@ -77,7 +77,9 @@ type Arch struct {
 	Machine elf.Machine
 	PtrSize int
 
-	SyscallInsn                     []byte
+	SyscallInsn []byte
+	// InsnAlign is the alignment of every instruction (0 or 1: none).
+	InsnAlign                       int
 	SysMmap, SysMunmap, SysMprotect uint64
 	SysPrctl                        uint64
 

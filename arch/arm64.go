@@ -19,6 +19,7 @@ var ARM64 = &Arch{
 	Machine:      elf.EM_AARCH64,
 	PtrSize:      8,
 	SyscallInsn:  []byte{0x01, 0x00, 0x00, 0xd4}, // svc #0
+	InsnAlign:    4,
 	SysMmap:      222,
 	SysMprotect:  226,
 	SysMunmap:    215,

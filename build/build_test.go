@@ -265,13 +265,11 @@ func TestCXXExceptionThroughPatch(t *testing.T) {
 				return
 			}
 			if strings.Contains(l, "terminate called") {
-				t.Logf("known limitation: %s", l)
-				return
+				t.Skipf("not supported yet: the patch's unwind tables are not registered with the target's unwinder, so an exception through patch code terminates the process (%s)", l)
 			}
 		}
 		if !p.Alive() && len(p.Lines()) == len(lines) {
-			t.Logf("known limitation: the process died when an exception unwound through patch code; output: %v", lines[max(0, len(lines)-3):])
-			return
+			t.Skipf("not supported yet: the process died when an exception unwound through patch code; output: %v", lines[max(0, len(lines)-3):])
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

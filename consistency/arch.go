@@ -32,7 +32,15 @@ type Arch struct {
 	// CalleeSaved has bit n set when register n keeps its value across a
 	// call, so it stays known in a caller frame when the CFI says nothing.
 	CalleeSaved uint64
+	// PACMask has the bits of a code address that may hold a pointer
+	// authentication code (arm64 PAC: NT_ARM_PAC_MASK of the process).
+	// They are cleared from every return address, link register value and
+	// scanned stack word before it is compared with the ranges.
+	PACMask uint64
 }
+
+// codeAddr strips a pointer authentication code from a code address.
+func (a *Arch) codeAddr(v uint64) uint64 { return v &^ a.PACMask }
 
 // AMD64 is x86-64 (System V ABI).
 var AMD64 = &Arch{

@@ -1,5 +1,7 @@
 package consistency
 
+import "github.com/go-delve/delve/pkg/dwarf/frame"
+
 // cfaInfo summarizes a CFA instruction stream. The frame package maps
 // DW_CFA_restore to "undefined" (it never records the CIE's initial rules)
 // and does not scale DW_CFA_val_offset; knowing which opcodes a stream
@@ -121,4 +123,91 @@ func scanCFA(b []byte) (info cfaInfo) {
 		}
 	}
 	return info
+}
+
+// hideNegateRAState turns every DW_CFA_AARCH64_negate_ra_state (0x2d, the
+// opcode DW_CFA_GNU_window_save has elsewhere) into DW_CFA_nop in place. It
+// only says whether the saved return address is signed, which the walker
+// handles by clearing Arch.PACMask from every return address; the frame
+// package would otherwise stop at the unknown opcode, and every frame of a
+// function built with -mbranch-protection would fall back to the scan.
+func hideNegateRAState(fdes frame.FrameDescriptionEntries) {
+	seen := map[*frame.CommonInformationEntry]bool{}
+	for _, f := range fdes {
+		hideOp(f.Instructions, 0x2d)
+		if f.CIE != nil && !seen[f.CIE] {
+			seen[f.CIE] = true
+			hideOp(f.CIE.InitialInstructions, 0x2d)
+		}
+	}
+}
+
+// hideOp replaces the operand-less opcode op by DW_CFA_nop wherever it
+// stands as an opcode of the CFA program b, decoded as scanCFA decodes it.
+func hideOp(b []byte, op byte) {
+	i := 0
+	uleb := func() {
+		for i < len(b) {
+			c := b[i]
+			i++
+			if c&0x80 == 0 {
+				return
+			}
+		}
+	}
+	skip := func(n uint64) { i = int(min(uint64(i)+n, uint64(len(b)))) }
+	ulebVal := func() uint64 {
+		var v uint64
+		var shift uint
+		for i < len(b) {
+			c := b[i]
+			i++
+			if shift < 64 {
+				v |= uint64(c&0x7f) << shift
+			}
+			shift += 7
+			if c&0x80 == 0 {
+				break
+			}
+		}
+		return v
+	}
+	for i < len(b) {
+		o := b[i]
+		i++
+		switch o & 0xc0 {
+		case 0x40, 0xc0:
+			continue
+		case 0x80:
+			uleb()
+			continue
+		}
+		switch o {
+		case op:
+			b[i-1] = 0x00
+		case 0x01:
+			skip(8)
+		case 0x02:
+			skip(1)
+		case 0x03:
+			skip(2)
+		case 0x04:
+			skip(4)
+		case 0x05, 0x09, 0x0c, 0x11, 0x12, 0x14, 0x15:
+			uleb()
+			uleb()
+		case 0x06, 0x07, 0x08, 0x0d, 0x0e, 0x13, 0x2e:
+			uleb()
+		case 0x0f:
+			skip(ulebVal())
+		case 0x10, 0x16:
+			uleb()
+			skip(ulebVal())
+		case 0x1c, 0x3f:
+			skip(1)
+		case 0x00, 0x0a, 0x0b:
+		default:
+			return // undecodable: leave the rest for scanCFA to refuse
+		}
+	}
 }

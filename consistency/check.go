@@ -307,6 +307,7 @@ func (w *walker) thread(t *Thread, mem Memory, res *Result) error {
 			}
 			if a.LinkReg {
 				lr, ok := regs.get(a.LinkRegNum)
+				lr = a.codeAddr(lr)
 				if !ok {
 					return fmt.Errorf("frame %d: link register value unknown", frame)
 				}
@@ -441,7 +442,7 @@ func (w *walker) step(regs *regSet, pc, lookup, sp uint64, interrupted bool) (st
 	if ra == 0 {
 		return st, fmt.Errorf("pc %#x: return address 0 without an end marker", pc)
 	}
-	st.ra = ra
+	st.ra = a.codeAddr(ra)
 
 	// The caller's registers: callee-saved ones keep their value unless a
 	// rule says otherwise, all others (LR included) are unknown; SP
@@ -500,7 +501,7 @@ func (w *walker) scan(t *Thread, sp uint64, frame int, res *Result, why error) e
 	}
 	buf := w.stack.buf[start-w.stack.base : end-w.stack.base]
 	for off := 0; off+int(n) <= len(buf); off += int(n) {
-		v := w.stack.load(buf[off:])
+		v := w.arch.codeAddr(w.stack.load(buf[off:]))
 		if v < w.rs.r[0].Lo || v > w.rs.maxHi[len(w.rs.maxHi)-1] {
 			continue // fast reject: below or above every range
 		}

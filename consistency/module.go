@@ -145,6 +145,9 @@ func NewModule(r io.ReaderAt, name string, bias uint64) (*Module, error) {
 	} else if len(fdes) > 0 {
 		fdes = fdes.Append(nil)
 	}
+	if ef.Machine == elf.EM_AARCH64 {
+		hideNegateRAState(fdes)
+	}
 	m.fdes = fdes
 	if len(m.text) == 0 && len(fdes) > 0 {
 		m.text = []span{{fdes[0].Begin(), fdes[len(fdes)-1].End()}}

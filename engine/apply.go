@@ -275,57 +275,125 @@ func (s *session) completeSwitch(ctx context.Context, r *found, sites []plannedS
 // instructions, so writing the jump changes nothing until the gate is set.
 // When those instructions cannot be moved (or the function branches back
 // into them) the jump goes straight to the new function instead.
+//
+// Bytes the architecture keeps at the entry (an arm64 landing pad) stay in
+// place and the jump follows them. Code that undoes their effect (AUTIASP
+// after PACIASP) runs in the stub space before the new function is
+// entered, on both the gated and the direct way:
+//
+//	stub:  gate check, to enter when the gate is set
+//	       displaced instructions
+//	       jump back into the old body
+//	enter: undo code, jump to the new function (only with undo code)
 func (s *session) makeSite(ps plannedSite, newAddr uint64, linked *link.Linked, stubAddr, gate uint64) (site, error) {
 	a := s.arch
+	keep, undo := 0, []byte(nil)
+	if a.KeepEntry != nil {
+		keep, undo = a.KeepEntry(ps.orig)
+	}
+	at, room := ps.addr+uint64(keep), ps.room-uint64(keep)
+	writeStub := func(code []byte) error {
+		if len(code) > a.MaxStubLen {
+			return arch.ErrCannotDisplace
+		}
+		dst := linked.Code(stubAddr, uint64(len(code)))
+		if dst == nil {
+			return fmt.Errorf("stub for %s outside patch code", ps.fn.Old)
+		}
+		copy(dst, code)
+		return nil
+	}
+	// enterAt returns code placed at addr that enters the new function.
+	enterAt := func(addr uint64) ([]byte, error) {
+		jump, err := a.EncodeJump(addr+uint64(len(undo)), newAddr, ^uint64(0))
+		if err != nil {
+			return nil, err
+		}
+		return append(append([]byte(nil), undo...), jump...), nil
+	}
 	direct := func(reason error) (site, error) {
-		tramp, err := a.EncodeJump(ps.addr, newAddr, ps.room)
+		target := newAddr
+		if len(undo) > 0 {
+			code, err := enterAt(stubAddr)
+			if err != nil {
+				return site{}, err
+			}
+			if err := writeStub(code); err != nil {
+				return site{}, err
+			}
+			target = stubAddr
+		}
+		tramp, err := a.EncodeJump(at, target, room)
 		if err != nil {
 			return site{}, &FunctionError{Function: ps.fn.Old, Err: ErrNoRoom, Detail: err.Error()}
 		}
 		orig := make([]byte, len(tramp))
-		if _, err := s.p.ReadAt(orig, ps.addr); err != nil {
+		if _, err := s.p.ReadAt(orig, at); err != nil {
 			return site{}, err
 		}
-		return site{Addr: ps.addr, New: newAddr, Orig: orig, Tramp: tramp, Name: truncName(ps.fn.Old), directReason: reason.Error()}, nil
+		return site{Addr: at, New: newAddr, Orig: orig, Tramp: tramp, Name: truncName(ps.fn.Old), directReason: reason.Error()}, nil
 	}
-	tramp, err := a.EncodeJump(ps.addr, stubAddr, ps.room)
+	tramp, err := a.EncodeJump(at, stubAddr, room)
 	if err != nil {
 		return direct(err)
 	}
 	n := len(tramp)
 	// The running bytes: a previous patch's jump, if one is stacked here.
-	cur := make([]byte, min(ps.room, 64))
-	if _, err := s.p.ReadAt(cur, ps.addr); err != nil {
+	cur := make([]byte, min(room, 64))
+	if _, err := s.p.ReadAt(cur, at); err != nil {
 		return site{}, err
 	}
-	if a.BranchesInto(ps.orig, ps.addr, ps.addr, ps.addr+uint64(n)) {
+	if a.BranchesInto(ps.orig, ps.addr, at, at+uint64(n)) {
 		return direct(arch.ErrCannotDisplace)
 	}
-	check, err := a.EncodeGateCheck(stubAddr, gate, newAddr)
+	bodyAt := stubAddr + uint64(a.GateCheckLen)
+	body, covered, falls, err := a.Displace(cur, at, n, bodyAt)
 	if err != nil {
 		return direct(err)
 	}
-	moved, covered, falls, err := a.Displace(cur, ps.addr, n, stubAddr+uint64(len(check)))
-	if err != nil {
-		return direct(err)
-	}
-	stub := append(check, moved...)
 	if falls {
-		back, err := a.EncodeJump(stubAddr+uint64(len(stub)), ps.addr+uint64(covered), ^uint64(0))
+		backRoom := ^uint64(0)
+		if a.BackJumpShort {
+			backRoom = uint64(a.ShortJumpLen)
+		}
+		back, err := a.EncodeJump(bodyAt+uint64(len(body)), at+uint64(covered), backRoom)
 		if err != nil {
 			return direct(err)
 		}
-		stub = append(stub, back...)
+		body = append(body, back...)
 	}
-	if len(stub) > a.MaxStubLen {
-		return direct(arch.ErrCannotDisplace)
+	enter := newAddr
+	if len(undo) > 0 {
+		enter = bodyAt + uint64(len(body))
+		code, err := enterAt(enter)
+		if err != nil {
+			return direct(err)
+		}
+		body = append(body, code...)
 	}
-	dst := linked.Code(stubAddr, uint64(len(stub)))
-	if dst == nil {
-		return site{}, fmt.Errorf("stub for %s outside patch code", ps.fn.Old)
+	check, err := a.EncodeGateCheck(stubAddr, gate, enter)
+	if err != nil {
+		return direct(err)
 	}
-	copy(dst, stub)
-	return site{Gated: true, Addr: ps.addr, New: newAddr, Orig: append([]byte(nil), cur[:n]...), Tramp: tramp, Name: truncName(ps.fn.Old)}, nil
+	if len(check) != a.GateCheckLen {
+		return site{}, fmt.Errorf("gate check is %d bytes, not %d", len(check), a.GateCheckLen)
+	}
+	if err := writeStub(append(check, body...)); err != nil {
+		if errors.Is(err, arch.ErrCannotDisplace) {
+			return direct(err)
+		}
+		return site{}, err
+	}
+	return site{Gated: true, Addr: at, New: newAddr, Orig: append([]byte(nil), cur[:n]...), Tramp: tramp, Name: truncName(ps.fn.Old)}, nil
+}
+
+// keepEntry is how many bytes at a function's entry stay in place.
+func (s *session) keepEntry(code []byte) int {
+	if s.arch.KeepEntry == nil {
+		return 0
+	}
+	keep, _ := s.arch.KeepEntry(code)
+	return keep
 }
 
 // planSite checks one replaced function against the running code.
@@ -347,13 +415,16 @@ func (s *session) planSite(img *target.Image, syms *target.Symbols, fn patchfile
 	}
 	addr := img.Bias + sym.Value
 	room := syms.Room(sym)
-	if room < uint64(s.arch.ShortJumpLen) {
-		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrNoRoom,
-			Detail: fmt.Sprintf("%d bytes before the next symbol, a jump needs %d", room, s.arch.ShortJumpLen)}
-	}
 	code := make([]byte, fn.OldSize)
 	if _, err := s.p.ReadAt(code, addr); err != nil {
 		return plannedSite{}, err
+	}
+	if keep := s.keepEntry(code); room < uint64(keep+s.arch.ShortJumpLen) {
+		detail := fmt.Sprintf("%d bytes before the next symbol, a jump needs %d", room, s.arch.ShortJumpLen)
+		if keep > 0 {
+			detail += fmt.Sprintf(" after the %d-byte landing pad", keep)
+		}
+		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrNoRoom, Detail: detail}
 	}
 	ranges := []consistency.Range{{Lo: addr, Hi: addr + max(fn.OldSize, 1), Name: fn.Old}}
 	// Functions already patched: hash the original bytes, and count every
@@ -393,7 +464,7 @@ func (s *session) resolver(img *target.Image, syms *target.Symbols) link.Resolve
 				}
 			}
 			if tls {
-				off, err := tpOffset(img, syms, sym)
+				off, err := tpOffset(s.arch, img, syms, sym)
 				if err != nil {
 					return link.Resolved{}, err
 				}
@@ -459,17 +530,15 @@ func le64(b []byte) uint64 {
 }
 
 // tpOffset computes a static TLS variable's offset from the thread pointer.
-// The main executable's block is the first one, placed right below the
-// thread pointer (TLS variant II), exactly as glibc lays it out.
-func tpOffset(img *target.Image, syms *target.Symbols, sym target.Symbol) (int64, error) {
+// The main executable's block is the first one, placed where the
+// architecture's TLS variant puts it (right below the thread pointer on
+// x86-64, after the 16-byte TCB on arm64), exactly as glibc lays it out.
+func tpOffset(a *arch.Arch, img *target.Image, syms *target.Symbols, sym target.Symbol) (int64, error) {
 	if !img.Main || syms.TLS == nil {
 		return 0, fmt.Errorf("thread-local %s: only the main executable's thread-local variables are supported: %w", sym.Name, link.ErrNotSupported)
 	}
 	t := syms.TLS
-	align := max(t.Align, 1)
-	firstbyte := (-(t.Vaddr & (align - 1))) & (align - 1)
-	off := (t.MemSize-firstbyte+align-1)/align*align + firstbyte
-	return int64(sym.Value) - int64(off), nil
+	return int64(sym.Value) + a.TLSBlockOffset(t.Vaddr, t.MemSize, t.Align), nil
 }
 
 // cfiModules parses the unwind tables of every executable image before any
@@ -509,14 +578,24 @@ func (s *session) cfiModules() *consistency.Modules {
 }
 
 // mapNear maps size bytes of fresh memory as close to img as the maps allow,
-// always within reach of a short jump.
+// within reach of a short jump where a hole is, else within the patch's
+// PC-relative reach (arm64: ±128 MiB for B, else ±4 GiB with long jumps).
 func (s *session) mapNear(t *proc.Thread, img *target.Image, size, maxEnd uint64) (uint64, error) {
+	reaches := []uint64{uint64(s.arch.JumpReach)}
+	if far := s.arch.Reach(); far > s.arch.JumpReach {
+		reaches = append(reaches, uint64(far))
+	}
 	for attempt := 0; attempt < 8; attempt++ {
 		maps, err := target.ReadMaps(s.pid)
 		if err != nil {
 			return 0, err
 		}
-		base, err := chooseBase(maps, img.Lo, img.Hi, size, uint64(s.arch.JumpReach), maxEnd)
+		var base uint64
+		for _, reach := range reaches {
+			if base, err = chooseBase(maps, img.Lo, img.Hi, size, reach, maxEnd); err == nil {
+				break
+			}
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -723,6 +802,23 @@ func (s *session) switchWhenIdle(ctx context.Context, timeout time.Duration, mod
 	}
 }
 
+// unwindArch is the unwinder's description of the target's architecture.
+// On arm64 it carries the process's pointer authentication mask, so
+// signed return addresses are recognised.
+func (s *session) unwindArch(threads []*proc.Thread) (*consistency.Arch, error) {
+	switch s.arch.Machine {
+	case elf.EM_X86_64:
+		return consistency.AMD64, nil
+	case elf.EM_AARCH64:
+		ua := *consistency.ARM64
+		if len(threads) > 0 {
+			ua.PACMask = s.p.PointerAuthMask(threads[0])
+		}
+		return &ua, nil
+	}
+	return nil, fmt.Errorf("unwinding %s: %w", s.arch.Name, arch.ErrNotSupported)
+}
+
 func (s *session) check(threads []*proc.Thread, maps []target.Mapping, mods *consistency.Modules, ranges []consistency.Range) (error, error) {
 	cts := make([]consistency.Thread, 0, len(threads))
 	for _, t := range threads {
@@ -747,7 +843,17 @@ func (s *session) check(threads []*proc.Thread, maps []target.Mapping, mods *con
 		}
 		cts = append(cts, ct)
 	}
-	result, err := consistency.Check(consistency.AMD64, mods, s.p, cts, ranges)
+	ua, err := s.unwindArch(threads)
+	if err != nil {
+		return nil, err
+	}
+	result, err := consistency.Check(ua, mods, s.p, cts, ranges)
+	var te *consistency.ThreadError
+	if errors.As(err, &te) {
+		// A thread that cannot be examined now (say, in a handler on an
+		// alternate signal stack) counts as busy: it is usually transient.
+		return fmt.Errorf("%w: %v", consistency.ErrBusy, te), nil
+	}
 	if err != nil {
 		return nil, err
 	}

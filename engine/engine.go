@@ -109,7 +109,7 @@ func (s *session) close() { s.p.Close() }
 // remote runs fn with one thread stopped for remote system calls.
 func (s *session) remote(fn func(t *proc.Thread) error) error {
 	if s.p.SyscallInsn == 0 {
-		addr, err := target.FindSyscallInsn(s.p, s.images, s.arch.SyscallInsn)
+		addr, err := target.FindAlignedInsn(s.p, s.images, s.arch.SyscallInsn, uint64(s.arch.InsnAlign))
 		if err != nil {
 			return err
 		}

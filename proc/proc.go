@@ -369,7 +369,7 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 	err := p.do(func() error {
 		saved := t.Regs
 		call := saved
-		call.setSyscall(p.SyscallInsn, nr, args)
+		call.setSyscall(p.syscallSite(t), nr, args)
 		if err := setRegs(t.TID, &call); err != nil {
 			return &Error{Op: "set registers", TID: t.TID, Err: err}
 		}
@@ -391,6 +391,9 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 			switch {
 			case ws.StopSignal() == unix.SIGTRAP|0x80:
 				stops++
+				if err := syscallStop(t.TID, stops == 1, nr, &saved); err != nil {
+					return &Error{Op: "syscall stop", TID: t.TID, Err: err}
+				}
 			case ws.TrapCause() == 0 && ws.StopSignal() != unix.SIGTRAP:
 				t.pendingSignal = ws.StopSignal() // delivered on resume
 			}
@@ -404,6 +407,7 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 			return &Error{Op: "restore registers", TID: t.TID, Err: err}
 		}
 		restored = true
+		t.Regs = saved // syscallStop may have changed how the thread resumes
 		// Park the thread in an interrupt stop again.
 		if err := unix.PtraceInterrupt(t.TID); err != nil {
 			return &Error{Op: "interrupt", TID: t.TID, Err: err}

@@ -40,6 +40,16 @@ func (r *Regs) setSyscall(insn, nr uint64, args []uint64) {
 	}
 }
 
+// syscallSite is where t runs an injected system call.
+func (p *Process) syscallSite(*Thread) uint64 { return p.SyscallInsn }
+
+// syscallStop has nothing to do on x86-64: orig_rax = -1, set with the
+// registers, already keeps the kernel's restart logic away.
+func syscallStop(int, bool, uint64, *Regs) error { return nil }
+
+// PointerAuthMask is 0: x86-64 has no pointer authentication.
+func (p *Process) PointerAuthMask(*Thread) uint64 { return 0 }
+
 func getRegs(tid int, r *Regs) error {
 	if err := unix.PtraceGetRegs(tid, &r.PtraceRegs); err != nil {
 		return err

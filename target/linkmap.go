@@ -128,6 +128,14 @@ func linkMapOrder(mem Memory, images []*Image) ([]*Image, error) {
 // the running bytes. Reusing one means the target's code is never written
 // to make remote system calls.
 func FindSyscallInsn(mem Memory, images []*Image, insn []byte) (uint64, error) {
+	return FindAlignedInsn(mem, images, insn, 1)
+}
+
+// FindAlignedInsn is FindSyscallInsn for an instruction set whose
+// instructions start at multiples of align (4 on arm64): a match at any
+// other offset is data, or parts of two instructions.
+func FindAlignedInsn(mem Memory, images []*Image, insn []byte, align uint64) (uint64, error) {
+	align = max(align, 1)
 	for _, img := range images {
 		for _, m := range img.Maps {
 			if !m.Exec() {
@@ -137,8 +145,15 @@ func FindSyscallInsn(mem Memory, images []*Image, insn []byte) (uint64, error) {
 			buf := make([]byte, chunk+len(insn))
 			for addr := m.Start; addr < m.End; addr += chunk {
 				n, _ := mem.ReadAt(buf[:min(uint64(len(buf)), m.End-addr)], addr)
-				if i := bytes.Index(buf[:n], insn); i >= 0 {
-					return addr + uint64(i), nil
+				for off := 0; off < n; {
+					i := bytes.Index(buf[off:n], insn)
+					if i < 0 {
+						break
+					}
+					if at := addr + uint64(off+i); at%align == 0 {
+						return at, nil
+					}
+					off += i + 1
 				}
 			}
 		}

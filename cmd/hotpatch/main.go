@@ -47,7 +47,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	root.AddCommand(packCmd(), applyCmd(log), revertCmd(), statusCmd(), inspectCmd(),
+	root.AddCommand(buildCmd(), ccCmd(), packCmd(), applyCmd(log), revertCmd(), statusCmd(), inspectCmd(),
 		keyCmd(), signCmd(), verifyCmd())
 	return root
 }

@@ -1,0 +1,88 @@
+package engine
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/hotpatch/hotpatch/target"
+)
+
+func TestChooseBase(t *testing.T) {
+	const reach = 1<<31 - 1
+	img := target.Mapping{Start: 0x555500000000, End: 0x555500010000}
+	heap := target.Mapping{Start: 0x555500100000, End: 0x555500200000, Path: "[heap]"}
+	libc := target.Mapping{Start: 0x7f0000000000, End: 0x7f0000200000}
+	maps := []target.Mapping{img, heap, libc}
+	base, err := chooseBase(maps, img.Start, img.End, 0x3000, reach, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Just below the image, with the guard gap, page aligned.
+	if base+0x3000 > img.Start-1<<16 || img.Start-base > 1<<20 || base%4096 != 0 {
+		t.Errorf("base %#x not just below the image at %#x", base, img.Start)
+	}
+	// Never in the heap's growth reserve, even when below is full.
+	full := append([]target.Mapping{{Start: 0x10000, End: img.Start}}, maps...)
+	base, err = chooseBase(full, img.Start, img.End, 0x3000, reach, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base >= heap.Start && base < heap.Start+heapReserve {
+		t.Errorf("base %#x inside the heap reserve", base)
+	}
+	if base+0x3000-img.Start > reach {
+		t.Errorf("base %#x out of reach", base)
+	}
+	// A 32-bit absolute patch must stay below 4 GiB.
+	low := target.Mapping{Start: 0x400000, End: 0x402000}
+	base, err = chooseBase([]target.Mapping{low}, low.Start, low.End, 0x2000, reach, 1<<32)
+	if err != nil || base+0x2000 > 1<<32 {
+		t.Errorf("non-PIC base %#x, %v", base, err)
+	}
+	// No hole: a clear error.
+	if _, err := chooseBase([]target.Mapping{{Start: 0, End: 1 << 47}}, img.Start, img.End, 0x3000, reach, 0); !errors.Is(err, ErrNoSpace) {
+		t.Errorf("want ErrNoSpace, got %v", err)
+	}
+}
+
+func TestStateRecordRoundTrip(t *testing.T) {
+	rec := &record{Gate: 1, Phase: phaseActive, Size: 0x5000, Applied: 42, Seq: 3, ID: "fix-1", BuildID: "abcd", Bias: 0x5555,
+		CodeOff: 0x1000, CodeSize: 0x1000, Sites: []site{
+			{Gated: true, Addr: 0x1234, New: 0x9999, NewSize: 30, Orig: []byte{1, 2, 3, 4, 5}, Tramp: []byte{0xe9, 1, 2, 3, 4}, Name: "compute"},
+			{Addr: 0x2234, New: 0xaaaa, Orig: make([]byte, 14), Tramp: make([]byte, 14), Name: "a_very_long_function_name_that_will_be_truncated_somewhere"},
+		}}
+	got, err := decodeRecord(rec.encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Gate != 1 || got.Seq != 3 || got.ID != "fix-1" || len(got.Sites) != 2 || !got.Sites[0].Gated || got.Sites[1].Gated ||
+		got.Sites[0].Name != "compute" || got.Sites[0].NewSize != 30 || len(got.Sites[1].Tramp) != 14 {
+		t.Errorf("round trip: %+v", got)
+	}
+	b := rec.encode()
+	b[8] = 99 // a future version
+	if _, err := decodeRecord(b); !errors.Is(err, ErrBadState) {
+		t.Errorf("future version: %v", err)
+	}
+	if _, err := decodeRecord(b[:100]); !errors.Is(err, ErrBadState) {
+		t.Errorf("truncated: %v", err)
+	}
+}
+
+// FuzzDecodeRecord: a state record read from a process is untrusted input.
+func FuzzDecodeRecord(f *testing.F) {
+	rec := &record{Gate: 1, Phase: phaseActive, ID: "x", Sites: []site{{Addr: 1, Orig: []byte{1}, Tramp: []byte{2}, Name: "f"}}}
+	f.Add(rec.encode())
+	f.Add([]byte(stateMagic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := decodeRecord(b)
+		if err != nil {
+			return
+		}
+		for _, s := range r.Sites {
+			if len(s.Orig) != len(s.Tramp) || len(s.Tramp) == 0 || len(s.Tramp) > maxSiteBytes {
+				t.Fatalf("inconsistent site %+v", s)
+			}
+		}
+	})
+}
