@@ -15,7 +15,10 @@ import (
 )
 
 // benchTarget writes a C program with nfuncs replaceable functions and
-// nthreads threads that keep running (computing, then sleeping briefly).
+// nthreads threads that keep running: each computes for about 30 µs, then
+// sleeps 1 ms, like a busy but not saturated server (16 threads use about
+// half a core). The main thread calls every replaceable function each
+// millisecond.
 func benchTarget(b *testing.B, dir string, nthreads, nfuncs int) (bin, obj string, replaces []string) {
 	var t, p strings.Builder
 	t.WriteString("#include <pthread.h>\n#include <stdio.h>\n#include <unistd.h>\n")
@@ -25,7 +28,7 @@ func benchTarget(b *testing.B, dir string, nthreads, nfuncs int) (bin, obj strin
 		replaces = append(replaces, fmt.Sprintf("f%d=f%d_v2", i, i))
 	}
 	t.WriteString("__attribute__((noipa)) int work(int x) { for (volatile int i = 0; i < 20000; i++) x += i; return x; }\n")
-	t.WriteString("static void *run(void *a) { (void)a; for (;;) { work(1); usleep(200); } return 0; }\n")
+	t.WriteString("static void *run(void *a) { (void)a; for (;;) { work(1); usleep(1000); } return 0; }\n")
 	fmt.Fprintf(&t, "int main(void) { for (int i = 0; i < %d; i++) { pthread_t t; pthread_create(&t, 0, run, 0); }\n", nthreads-1)
 	fmt.Fprintf(&t, "  puts(\"ready\"); fflush(stdout); for (;;) { int s = 0;")
 	for i := 0; i < nfuncs; i++ {
