@@ -69,6 +69,9 @@ type Result struct {
 	// Fallbacks counts threads whose stacks had to be scanned word by word
 	// because their unwind information ran out (still safe, less precise).
 	Frames, Fallbacks int
+	// UnwindRegistered means the patch's unwind tables were registered with
+	// the target's unwinder, so exceptions pass through the new code.
+	UnwindRegistered bool
 	// Completed means the patch was found half switched in by an engine
 	// that died, and this apply finished it.
 	Completed bool
@@ -159,7 +162,19 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 		return s.completeSwitch(ctx, partial, sites, res, opts, start)
 	}
 	stubLen := uint64(s.arch.MaxStubLen)
-	plan, err := link.NewPlan(spec, s.arch, recordSize(len(sites)), stubLen*uint64(len(sites)), s.resolver(img, syms))
+	// A patch with unwind tables needs them registered if the target has
+	// an unwinder: reserve room for the call stubs and their data.
+	var unw *unwinder
+	if hasUnwindTables(spec) {
+		if unw, err = s.findUnwinder(); err != nil {
+			return nil, err
+		}
+	}
+	var callText, callData uint64
+	if unw != nil {
+		callText, callData = 2*callStubSize, callDataSize
+	}
+	plan, err := link.NewPlan(spec, s.arch, recordSize(len(sites)), stubLen*uint64(len(sites))+callText, callData, s.resolver(img, syms))
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +183,7 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 
 	// Phase 1: map, link, write and protect the patch with one thread stopped.
 	var linked *link.Linked
+	var regStub, regStubMarker uint64
 	rec := &record{Phase: phasePrepared, Applied: time.Now().UnixNano(), Seq: nextSeq, ID: spec.Meta.ID,
 		BuildID: spec.Meta.TargetBuildID, Bias: img.Bias}
 	err = s.remote(func(t *proc.Thread) error {
@@ -204,6 +220,15 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 			rec.Sites = append(rec.Sites, st)
 			res.Functions = append(res.Functions, Function{Name: ps.fn.Old, Old: ps.addr, New: newAddr, JumpLen: len(st.Tramp), Gated: st.Gated, Ungated: st.directReason})
 		}
+		if unw != nil && linked.EHFrame != 0 {
+			reg, regMarker, dereg, deregMarker, err := writeCallStubs(linked, linked.Reserved+stubLen*uint64(len(sites)), linked.ReservedData)
+			if err != nil {
+				return fail(err)
+			}
+			rec.Unwind = unwindRecord{EHFrame: linked.EHFrame, CallData: linked.ReservedData,
+				DeregStub: dereg, DeregMarker: deregMarker, DeregFunc: unw.deregister}
+			regStub, regStubMarker = reg, regMarker
+		}
 		if _, err := s.p.WriteAt(rec.encode(), base); err != nil {
 			return fail(err)
 		}
@@ -230,6 +255,30 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 		return nil, err
 	}
 	res.Base, res.Size = linked.Base, linked.Size
+	// unmap removes the patch memory after a failure, unregistering its
+	// unwind tables first; if that fails the memory stays (safe, leaked).
+	unmap := func() {
+		if s.deregister(rec, mods) == nil {
+			s.munmap(linked.Base, linked.Size)
+		}
+	}
+	if rec.Unwind.EHFrame != 0 {
+		t, err := s.lockFreeThread(mods, unw.busy, opts.timeout())
+		if err != nil {
+			s.munmap(linked.Base, linked.Size)
+			return nil, err
+		}
+		err = s.remoteCall(t, rec.Unwind.CallData, unw.register, regStub, regStubMarker, rec.Unwind.EHFrame, rec.Unwind.CallData+callObjectOff)
+		s.p.Resume(t)
+		if err == nil && !s.registered(rec) {
+			err = errors.New("registration did not complete")
+		}
+		if err != nil {
+			unmap()
+			return nil, fmt.Errorf("%w: %v", ErrUnwindRegistration, err)
+		}
+		res.UnwindRegistered = true
+	}
 
 	// Phase 2: stop everything, check, switch.
 	var ranges []consistency.Range
@@ -240,7 +289,7 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 		return s.writeSites(linked.Base, rec, false)
 	})
 	if err != nil {
-		s.munmap(linked.Base, linked.Size)
+		unmap()
 		return nil, err
 	}
 	res.Total = time.Since(start)
@@ -394,6 +443,16 @@ func (s *session) keepEntry(code []byte) int {
 	}
 	keep, _ := s.arch.KeepEntry(code)
 	return keep
+}
+
+// hasUnwindTables reports whether the patch carries a non-empty .eh_frame.
+func hasUnwindTables(spec *patchfile.Spec) bool {
+	for _, sec := range spec.Sections {
+		if sec.Name == ".eh_frame" && sec.Size > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // planSite checks one replaced function against the running code.

@@ -146,3 +146,38 @@ func TestEngineKilledDuringRevert(t *testing.T) {
 		t.Errorf("leftover mapping not collected: %+v", st)
 	}
 }
+
+// TestEngineKilledDuringRegistration: the engine dies while a thread runs
+// __register_frame_info for it. The call stub finishes the call, records
+// it, and restores the thread's own context without the engine.
+func TestEngineKilledDuringRegistration(t *testing.T) {
+	fixture.Require(t)
+	bin, obj := buildCXX(t)
+	raw := fixture.PackBytes(t, bin, obj, "cxx-fix", "_Z5parsei=_Z8parse_v2i")
+	file := filepath.Join(t.TempDir(), "cxx.hp")
+	os.WriteFile(file, raw, 0o644)
+	spec, err := patchfile.Load(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "caught: bad input", waitLine)
+	killedEngine(t, "apply", engine.FaultMidCall, p.PID, file, "")
+	if !p.Alive() {
+		t.Fatal("target is not running after the engine died inside a remote call")
+	}
+	mark := p.Mark()
+	p.WaitFor(t, mark, "parsed=42", waitLine)
+	p.WaitFor(t, mark, "caught: bad input", waitLine)
+	// A fresh engine deregisters and removes the leftover, then applies.
+	res := apply(t, p.PID, spec, 5*time.Second)
+	if !res.UnwindRegistered {
+		t.Error("not registered on the second apply")
+	}
+	mark = p.Mark()
+	p.WaitFor(t, mark, "parsed=63", waitLine)
+	p.WaitFor(t, mark, "caught: patched: bad input", waitLine)
+	if st, _ := engine.Status(p.PID); len(st) != 1 {
+		t.Errorf("leftover patch memory not collected: %+v", st)
+	}
+}

@@ -1,14 +1,9 @@
 package engine
 
 import (
-	"os"
-	"syscall"
+	"github.com/hotpatch/hotpatch/internal/faults"
+	"github.com/hotpatch/hotpatch/proc"
 )
-
-// faultAt names a step at which the engine kills itself with SIGKILL. Tests
-// set HOTPATCH_FAULT to prove the target survives the engine dying there;
-// SIGKILL leaves no chance for cleanup, exactly like an OOM kill.
-var faultAt = os.Getenv("HOTPATCH_FAULT")
 
 // Fault points, in the order an apply or revert passes them.
 const (
@@ -18,11 +13,9 @@ const (
 	FaultMidSwitch   = "mid-switch"   // the first jump written, others not
 	FaultAfterSwitch = "after-switch" // every jump written, threads still stopped
 	FaultMidRevert   = "mid-revert"   // original bytes restored, memory not unmapped
+	// FaultMidCall is inside a remote call (unwind-table registration):
+	// the thread runs the callee with the engine gone.
+	FaultMidCall = proc.FaultMidCall
 )
 
-func fault(point string) {
-	if faultAt == point {
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {}
-	}
-}
+func fault(point string) { faults.Point(point) }

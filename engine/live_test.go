@@ -3,10 +3,13 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hotpatch/hotpatch/arch"
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/link"
@@ -22,6 +26,9 @@ import (
 )
 
 const waitLine = 5 * time.Second
+
+// hostArch describes the architecture the tests run on.
+var hostArch, _ = arch.ForName(runtime.GOARCH)
 
 // build compiles a fixture program and returns its path.
 func build(t *testing.T, fixtureName, src, out string, flags ...string) string {
@@ -140,8 +147,8 @@ func TestApplyRevertPIE(t *testing.T) {
 	p.WaitFor(t, 0, "compute=42", waitLine)
 	spec := fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "pie-fix", "compute=compute_v2")
 	res := apply(t, p.PID, spec, 5*time.Second)
-	if len(res.Functions) != 1 || res.Functions[0].JumpLen != 5 || !res.Functions[0].Gated {
-		t.Errorf("want one gated 5-byte jump, got %+v", res.Functions)
+	if len(res.Functions) != 1 || res.Functions[0].JumpLen != hostArch.ShortJumpLen || !res.Functions[0].Gated {
+		t.Errorf("want one gated %d-byte jump, got %+v", hostArch.ShortJumpLen, res.Functions)
 	}
 	p.WaitFor(t, p.Mark(), "compute=63", waitLine)
 
@@ -192,7 +199,7 @@ func TestSharedLibrary(t *testing.T) {
 	lib := filepath.Join(dir, "libcalc.so")
 	fixture.GCC(t, "-O2", "-g", "-shared", "-fPIC", "-o", lib, filepath.Join(src, "calc.c"))
 	bin := filepath.Join(dir, "main")
-	fixture.GCC(t, "-O2", "-o", bin, filepath.Join(src, "main.c"), "-L"+dir, "-lcalc", "-Wl,-rpath,"+dir)
+	fixture.GCC(t, "-O2", "-o", bin, filepath.Join(src, "main.c"), "-L"+dir, "-lcalc", "-Wl,-rpath,$ORIGIN")
 	p := fixture.Start(t, bin)
 	p.WaitFor(t, 0, "lib=1001", waitLine)
 	spec := fixture.Pack(t, lib, object(t, "sharedlib", "lib_v2.c"), "lib-fix", "lib_compute=lib_compute_v2")
@@ -278,7 +285,9 @@ func TestTinyFunction(t *testing.T) {
 	fixture.Require(t)
 	bin := build(t, "basic", "target.c", "basic")
 	syms, _ := target.LoadSymbols(bin, bin)
-	if sym, err := syms.Lookup("tiny", ""); err != nil || sym.Size >= 5 {
+	// On x86-64 tiny is shorter than the 5-byte jump; no arm64 function is
+	// shorter than its 4-byte jump, but tiny is all moved to the stub.
+	if sym, err := syms.Lookup("tiny", ""); err != nil || runtime.GOARCH == "amd64" && sym.Size >= 5 {
 		t.Fatalf("fixture's tiny must be under 5 bytes: %+v %v", sym, err)
 	}
 	p := fixture.Start(t, bin)
@@ -547,4 +556,158 @@ func TestPreciseUnwindThroughVDSO(t *testing.T) {
 		t.Errorf("%d of %d threads fell back to a stack scan (%d precise frames)", res.Fallbacks, res.Threads, res.Frames)
 	}
 	p.WaitFor(t, p.Mark(), "compute=63", waitLine)
+}
+
+// readCode reads n bytes of the process's memory at addr.
+func readCode(t *testing.T, pid int, addr uint64, n int) []byte {
+	t.Helper()
+	return take(t, pid, addr, n).code
+}
+
+// btiGuarded reports whether the page holding addr is BTI-guarded (the
+// "bt" flag in smaps), and whether the CPU could guard it at all.
+func btiGuarded(t *testing.T, pid int, addr uint64) (guarded, cpu bool) {
+	t.Helper()
+	info, _ := os.ReadFile("/proc/cpuinfo")
+	cpu = bytes.Contains(info, []byte(" bti"))
+	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := false
+	for _, line := range strings.Split(string(smaps), "\n") {
+		var lo, hi uint64
+		if n, _ := fmt.Sscanf(line, "%x-%x", &lo, &hi); n == 2 && strings.Contains(line, " ") {
+			in = addr >= lo && addr < hi
+		}
+		if in && strings.HasPrefix(line, "VmFlags:") {
+			return strings.Contains(line+" ", " bt "), cpu
+		}
+	}
+	return false, cpu
+}
+
+// Functions built with control-flow protection are called through
+// function pointers. On arm64 the binary enforces BTI, so the landing pad
+// at each entry (paciasp or bti c) must stay; the jump goes after it, and
+// a function whose entry signed LR is left with LR authenticated again, so
+// the new function signs it exactly once.
+func TestBranchProtection(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "branchprot", "target.c", "branchprot", fixture.BranchProtection)
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=41 leaf=2 direct=41", waitLine)
+	entries := map[string]uint64{"compute": funcAddr(t, p.PID, bin, "compute"), "leaf": funcAddr(t, p.PID, bin, "leaf")}
+	before := map[string][]byte{}
+	for name, addr := range entries {
+		before[name] = readCode(t, p.PID, addr, 8)
+	}
+	if runtime.GOARCH == "arm64" {
+		if guarded, cpu := btiGuarded(t, p.PID, entries["compute"]); guarded != cpu {
+			t.Errorf("BTI guard on the target's code is %v, CPU supports BTI: %v", guarded, cpu)
+		} else {
+			t.Logf("target code BTI-guarded: %v", guarded)
+		}
+		if w := binary.LittleEndian.Uint32(before["compute"]); w != 0xd503233f {
+			t.Fatalf("compute starts with %08x, want paciasp", w)
+		}
+		if w := binary.LittleEndian.Uint32(before["leaf"]); w != 0xd503245f {
+			t.Fatalf("leaf starts with %08x, want bti c", w)
+		}
+	}
+	obj := object(t, "branchprot", "v2.c", "-fPIC", fixture.BranchProtection)
+	spec := fixture.Pack(t, bin, obj, "bp-fix", "compute=compute_v2", "leaf=leaf_v2")
+	res := apply(t, p.PID, spec, 5*time.Second)
+	for _, f := range res.Functions {
+		// x86asm does not decode endbr64, so x86-64 switches these directly.
+		if !f.Gated && runtime.GOARCH == "arm64" {
+			t.Errorf("%s not gated: %s", f.Name, f.Ungated)
+		}
+	}
+	p.WaitFor(t, p.Mark(), "compute=61 leaf=101 direct=61", waitLine)
+	if runtime.GOARCH == "arm64" {
+		for name, addr := range entries {
+			after := readCode(t, p.PID, addr, 8)
+			if !bytes.Equal(after[:4], before[name][:4]) || bytes.Equal(after[4:], before[name][4:]) {
+				t.Errorf("%s: % x became % x; want the landing pad kept and the next instruction replaced", name, before[name], after)
+			}
+		}
+	}
+	st, err := engine.Status(p.PID)
+	if err != nil || len(st) != 1 || st[0].State != "active" {
+		t.Fatalf("status = %+v, %v", st, err)
+	}
+	revert(t, p.PID, "bp-fix")
+	p.WaitFor(t, p.Mark(), "compute=41 leaf=2 direct=41", waitLine)
+	for name, addr := range entries {
+		if after := readCode(t, p.PID, addr, 8); !bytes.Equal(after, before[name]) {
+			t.Errorf("%s after revert: % x, want % x", name, after, before[name])
+		}
+	}
+}
+
+// A thread sleeps in a function called by slow; on arm64 the return
+// address into slow is saved signed (PAC) in that function's frame. The
+// check must still see the thread inside slow.
+func TestBusyWithSignedReturnAddress(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "branchprot", "target.c", "branchprot", fixture.BranchProtection)
+	p := fixture.Start(t, bin, "100000000")
+	p.WaitFor(t, 0, "entering", waitLine)
+	time.Sleep(100 * time.Millisecond)
+	obj := object(t, "branchprot", "v2.c", "-fPIC", fixture.BranchProtection)
+	spec := fixture.Pack(t, bin, obj, "slow-fix", "slow=slow_v2")
+	_, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{Timeout: 300 * time.Millisecond})
+	if !errors.Is(err, engine.ErrBusy) || !strings.Contains(err.Error(), "slow") {
+		t.Fatalf("want ErrBusy naming slow, got %v", err)
+	}
+	t.Logf("refused: %v", err)
+	if !p.Alive() {
+		t.Error("target not running after a refused apply")
+	}
+}
+
+// TestCXXExceptionThroughPatch: the patch throws, and the exception must
+// unwind through the patch's own frame to the target's catch. That needs
+// the patch's unwind tables registered with the target's unwinder.
+func TestCXXExceptionThroughPatch(t *testing.T) {
+	fixture.Require(t)
+	bin, obj := buildCXX(t)
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "caught: bad input", waitLine)
+	spec := fixture.Pack(t, bin, obj, "cxx-fix", "_Z5parsei=_Z8parse_v2i")
+	res := apply(t, p.PID, spec, 5*time.Second)
+	if !res.UnwindRegistered {
+		t.Fatal("unwind tables not registered in a C++ target")
+	}
+	mark := p.Mark()
+	p.WaitFor(t, mark, "parsed=63", waitLine)
+	p.WaitFor(t, mark, "caught: patched: bad input", waitLine)
+	// Revert deregisters before unmapping: later exceptions still work.
+	revert(t, p.PID, "cxx-fix")
+	mark = p.Mark()
+	p.WaitFor(t, mark, "parsed=42", waitLine)
+	p.WaitFor(t, mark, "caught: bad input", waitLine)
+	// And again, to show a second registration after a deregistration.
+	apply(t, p.PID, spec, 5*time.Second)
+	p.WaitFor(t, p.Mark(), "caught: patched: bad input", waitLine)
+}
+
+// buildCXX compiles the C++ fixture and its patch with g++.
+func buildCXX(t *testing.T) (bin, obj string) {
+	t.Helper()
+	if _, err := exec.LookPath("g++"); err != nil {
+		t.Skip("needs g++")
+	}
+	dir, src := t.TempDir(), fixture.Dir(t, "cxx")
+	bin, obj = filepath.Join(dir, "cxx"), filepath.Join(dir, "parse_v2.o")
+	for _, args := range [][]string{
+		{"-O2", "-g", "-o", bin, filepath.Join(src, "target.cc")},
+		{"-c", "-O2", "-fPIC", "-o", obj, filepath.Join(src, "parse_v2.cc")},
+	} {
+		if out, err := exec.Command("g++", args...).CombinedOutput(); err != nil {
+			t.Fatalf("g++ %v: %v\n%s", args, err, out)
+		}
+	}
+	return bin, obj
 }

@@ -25,11 +25,17 @@ import (
 //	184 u64 offset of the code segment, u64 its size
 //	200 [48]byte mapping name "hotpatch:<id>", NUL terminated
 //	248 u8  gate: non-zero once the patch is switched in (see gateOffset)
-//	256 sites, siteSize bytes each
+//	256 u64 address of the patch's .eh_frame registered with the target's
+//	        unwinder, 0 when none (version 2 on)
+//	264 u64 address of the call frame (arch.CallFrame data, see unwind.go)
+//	272 u64 address of the deregistration call stub, u64 its marker
+//	288 u64 address of __deregister_frame_info in the target
+//	320 sites, siteSize bytes each (256 in version 1)
 const (
 	stateMagic    = "HPSTATE\x00"
-	stateVersion  = 1
-	stateHdrSize  = 256
+	stateVersion  = 2
+	stateHdrSize  = 320
+	v1HdrSize     = 256
 	siteSize      = 96
 	maxSiteBytes  = 16
 	maxNameInSite = 40
@@ -79,7 +85,14 @@ type record struct {
 	Bias     uint64
 	CodeOff  uint64
 	CodeSize uint64
+	Unwind   unwindRecord
 	Sites    []site
+}
+
+// unwindRecord says how to undo the registration of the patch's unwind
+// tables; EHFrame is 0 when they were never registered.
+type unwindRecord struct {
+	EHFrame, CallData, DeregStub, DeregMarker, DeregFunc uint64
 }
 
 func recordSize(nsites int) uint64 { return uint64(stateHdrSize + nsites*siteSize) }
@@ -113,6 +126,11 @@ func (r *record) encode() []byte {
 	le.PutUint64(b[192:], r.CodeSize)
 	putString(b[200:247], mappingName(r.ID))
 	b[gateOffset] = r.Gate
+	le.PutUint64(b[256:], r.Unwind.EHFrame)
+	le.PutUint64(b[264:], r.Unwind.CallData)
+	le.PutUint64(b[272:], r.Unwind.DeregStub)
+	le.PutUint64(b[280:], r.Unwind.DeregMarker)
+	le.PutUint64(b[288:], r.Unwind.DeregFunc)
 	for i, s := range r.Sites {
 		o := b[stateHdrSize+i*siteSize:]
 		le.PutUint64(o[0:], s.Addr)
@@ -142,17 +160,26 @@ const phaseOffset = 12
 // gated functions switch together, even if the engine dies right after.
 const gateOffset = 248
 
+// headerSize is the record header's size in a given version.
+func headerSize(version uint32) int {
+	if version == 1 {
+		return v1HdrSize
+	}
+	return stateHdrSize
+}
+
 func decodeHeader(b []byte) (nsites int, size uint32, err error) {
-	if len(b) < stateHdrSize || string(b[:8]) != stateMagic {
+	if len(b) < v1HdrSize || string(b[:8]) != stateMagic {
 		return 0, 0, ErrBadState
 	}
 	le := binary.LittleEndian
-	if v := le.Uint32(b[8:]); v == 0 || v > stateVersion {
+	v := le.Uint32(b[8:])
+	if v == 0 || v > stateVersion {
 		return 0, 0, fmt.Errorf("%w: version %d (this hotpatch reads up to %d; upgrade it)", ErrBadState, v, stateVersion)
 	}
 	n := le.Uint32(b[20:])
 	size = le.Uint32(b[16:])
-	if n > 1<<16 || uint64(size) != recordSize(int(n)) {
+	if n > 1<<16 || uint64(size) != uint64(headerSize(v)+int(n)*siteSize) {
 		return 0, 0, fmt.Errorf("%w: %d sites in %d bytes", ErrBadState, n, size)
 	}
 	return int(n), size, nil
@@ -179,8 +206,13 @@ func decodeRecord(b []byte) (*record, error) {
 		CodeOff:  le.Uint64(b[184:]),
 		CodeSize: le.Uint64(b[192:]),
 	}
+	hdr := headerSize(le.Uint32(b[8:]))
+	if hdr >= stateHdrSize {
+		r.Unwind = unwindRecord{EHFrame: le.Uint64(b[256:]), CallData: le.Uint64(b[264:]),
+			DeregStub: le.Uint64(b[272:]), DeregMarker: le.Uint64(b[280:]), DeregFunc: le.Uint64(b[288:])}
+	}
 	for i := 0; i < n; i++ {
-		o := b[stateHdrSize+i*siteSize:]
+		o := b[hdr+i*siteSize:]
 		l := int(o[20])
 		if l == 0 || l > maxSiteBytes {
 			return nil, fmt.Errorf("%w: site %d replaces %d bytes", ErrBadState, i, l)

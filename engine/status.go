@@ -37,7 +37,7 @@ func (s *session) records() ([]found, error) {
 		if !candidate || seen[m.Start] {
 			continue
 		}
-		hdr := make([]byte, stateHdrSize)
+		hdr := make([]byte, v1HdrSize)
 		if _, err := s.p.ReadAt(hdr, m.Start); err != nil || !bytes.Equal(hdr[:8], []byte(stateMagic)) {
 			continue
 		}
@@ -80,6 +80,11 @@ func (s *session) collectStale(records []found) error {
 		// A jump leading into the mapping, or a set gate, means it is in use.
 		if s.liveSites(r.rec) > 0 || r.rec.Gate != 0 {
 			continue
+		}
+		if s.registered(r.rec) {
+			if err := s.deregister(r.rec, s.cfiModules()); err != nil {
+				continue // registered tables must outlive nothing: leave it mapped
+			}
 		}
 		if err := s.munmap(r.base, r.rec.Size); err != nil {
 			return fmt.Errorf("remove stale patch mapping %s at %#x: %w", r.rec.ID, r.base, err)
@@ -285,6 +290,9 @@ func (s *session) revert(ctx context.Context, records []found, id string, opts O
 	res.Pause, res.Attempts = ar.Pause, ar.Attempts
 	if err != nil {
 		return nil, err
+	}
+	if err := s.deregister(me.rec, mods); err != nil {
+		return res, fmt.Errorf("reverted, but the patch memory stays mapped: %w", err)
 	}
 	if err := s.munmap(me.base, me.rec.Size); err != nil {
 		return res, fmt.Errorf("reverted, but unmapping patch memory failed (the next apply removes it): %w", err)

@@ -92,6 +92,11 @@ type Plan struct {
 	arch       *arch.Arch
 	headerSize uint64
 	reserve    uint64
+	// reserveData is writable space for the caller; dataReserveOff is
+	// where it starts inside the data region.
+	reserveData, dataReserveOff uint64
+	// ehFrame is the patch's .eh_frame section index, 0 when it has none.
+	ehFrame int
 
 	placed    map[int]*placed // by ELF section index
 	regionLen [nKinds]uint64
@@ -121,11 +126,12 @@ type gotKey struct {
 //
 // reserveText bytes of executable memory are set aside after the patch's
 // code for the caller (the engine puts its per-site stubs there).
-func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText uint64, resolve Resolver) (*Plan, error) {
+// reserveData bytes of writable memory, 64-byte aligned, are set aside too.
+func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText, reserveData uint64, resolve Resolver) (*Plan, error) {
 	if spec.Machine != a.Machine {
 		return nil, fmt.Errorf("patch is for %v, target is %v: %w", spec.Machine, a.Machine, ErrNotSupported)
 	}
-	p := &Plan{spec: spec, arch: a, headerSize: alignUp(headerSize, Page), reserve: alignUp(reserveText, 16), placed: map[int]*placed{},
+	p := &Plan{spec: spec, arch: a, headerSize: alignUp(headerSize, Page), reserve: alignUp(reserveText, 16), reserveData: alignUp(reserveData, 64), placed: map[int]*placed{},
 		external: map[int]Resolved{}, tlsLocal: map[int]Resolved{}, gotSlot: map[gotKey]int{}, stub: map[int]int{}}
 	for i := range spec.Sections {
 		s := &spec.Sections[i]
@@ -146,7 +152,15 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText uint64,
 		off := alignUp(p.regionLen[k], align)
 		p.placed[s.Index] = &placed{sec: s, kind: k, off: off}
 		p.regionLen[k] = off + s.Size
+		if s.Name == ".eh_frame" {
+			// A linked .eh_frame ends with a zero-length entry (crtend.o
+			// adds it); the unwinder stops reading there.
+			p.ehFrame = s.Index
+			p.regionLen[k] += 4
+		}
 	}
+	p.dataReserveOff = alignUp(p.regionLen[kData], 64)
+	p.regionLen[kData] = p.dataReserveOff + p.reserveData
 	var unresolved []string
 	seenUnresolved := map[string]bool{}
 	tlsSection := func(idx elf.SectionIndex) bool {
@@ -271,8 +285,8 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText uint64,
 }
 
 func skipSection(name string) bool {
-	// Unwind tables and notes are not needed to run the patch's code.
-	return name == ".eh_frame" || strings.HasPrefix(name, ".note") || name == ".comment"
+	// Notes are not needed to run the patch's code.
+	return strings.HasPrefix(name, ".note") || name == ".comment"
 }
 
 func minNonZero(a, b uint64) uint64 {
@@ -322,6 +336,10 @@ type Linked struct {
 	Symbols map[string]uint64
 	// Reserved is the address of the executable space set aside by NewPlan.
 	Reserved uint64
+	// ReservedData is the address of the writable space set aside by NewPlan.
+	ReservedData uint64
+	// EHFrame is the address of the patch's terminated .eh_frame, 0 if none.
+	EHFrame uint64
 }
 
 // Code returns the bytes of the linked patch at addr, for filling the
@@ -374,7 +392,11 @@ func (p *Plan) Link(base uint64) (*Linked, error) {
 		return 0
 	}
 	reservedOff := p.regionOff[kText] + p.regionLen[kText] - p.reserve
-	out := &Linked{Base: base, Size: p.Size, Symbols: map[string]uint64{}, Reserved: base + reservedOff}
+	out := &Linked{Base: base, Size: p.Size, Symbols: map[string]uint64{}, Reserved: base + reservedOff,
+		ReservedData: base + p.regionOff[kData] + p.dataReserveOff}
+	if p.ehFrame != 0 {
+		out.EHFrame = secAddr(p.ehFrame)
+	}
 	for i, s := range p.spec.Symbols {
 		if i == 0 || s.Name == "" || (s.Type != elf.STT_FUNC && s.Type != elf.STT_OBJECT && s.Type != elf.STT_NOTYPE) {
 			continue

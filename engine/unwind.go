@@ -1,0 +1,241 @@
+package engine
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/cpu"
+
+	"github.com/hotpatch/hotpatch/arch"
+	"github.com/hotpatch/hotpatch/consistency"
+	"github.com/hotpatch/hotpatch/link"
+	"github.com/hotpatch/hotpatch/proc"
+	"github.com/hotpatch/hotpatch/target"
+)
+
+// Unwind-table registration. The patch's code lives in anonymous memory
+// that no unwinder knows, so an exception (or pthread_cancel, or a
+// backtrace) passing through it would end there: a C++ program calls
+// std::terminate. When the target has libgcc's unwinder, the engine calls
+// its __register_frame_info on the patch's .eh_frame, with the object
+// storage in patch memory so nothing is allocated, and its
+// __deregister_frame_info before the memory is unmapped.
+//
+// The call runs in one stopped thread through a stub in patch memory
+// (arch.EncodeCallStub). The stub records completion itself and, should the
+// engine die mid-call, restores the thread's own context by itself, so the
+// target never needs the engine to come back. The thread is chosen so that
+// it holds none of the locks the call takes: none of its frames may be in
+// the unwinder or the allocator.
+
+// ErrUnwindRegistration means the patch's unwind tables could not be
+// registered or deregistered in the target.
+var ErrUnwindRegistration = errors.New("cannot register the patch's unwind tables")
+
+// Layout of the call data, in the linker's reserved writable space.
+const (
+	callSavedOff  = 0
+	callFuncOff   = arch.CallSavedSize            // 144
+	callDoneOff   = callFuncOff + 8               // 152
+	callObjectOff = 192                           // struct object, 56 bytes in libgcc
+	callFPUOff    = 320                           // 64-aligned
+	callStackOff  = callFPUOff + arch.FPUAreaSize // 1344
+	callStackSize = 64 << 10                      // room for signal handlers too
+	callDataSize  = callStackOff + callStackSize
+	callStubSize  = 192
+	callTimeout   = 2 * time.Second
+)
+
+// unwinder is libgcc's frame registry in the target.
+type unwinder struct {
+	register, deregister uint64
+	// busy are the code ranges whose frames mean a thread may hold a lock
+	// the registry takes: the unwinder itself and the allocator.
+	busy []consistency.Range
+}
+
+// findUnwinder looks for libgcc's registry in the loaded objects.
+func (s *session) findUnwinder() (*unwinder, error) {
+	u := &unwinder{}
+	for _, img := range s.images {
+		syms, err := target.LoadSymbols(img.File, img.Path)
+		if err != nil {
+			continue
+		}
+		for _, name := range []string{"__register_frame_info", "__deregister_frame_info"} {
+			sym, ok := syms.LookupDynamic(name)
+			if !ok {
+				if ls, err := syms.Lookup(name, ""); err == nil && ls.Type == elf.STT_FUNC {
+					sym, ok = ls, true
+				}
+			}
+			if ok && name == "__register_frame_info" && u.register == 0 {
+				u.register = img.Bias + sym.Value
+			}
+			if ok && name == "__deregister_frame_info" && u.deregister == 0 {
+				u.deregister = img.Bias + sym.Value
+			}
+		}
+		base := filepath.Base(img.Path)
+		if strings.HasPrefix(base, "libgcc_s.") {
+			for _, m := range img.Maps {
+				if m.Exec() {
+					u.busy = append(u.busy, consistency.Range{Lo: m.Start, Hi: m.End, Name: base})
+				}
+			}
+		}
+		for _, sym := range syms.All {
+			if sym.Type != elf.STT_FUNC || sym.Size == 0 {
+				continue
+			}
+			if strings.HasPrefix(sym.Name, "_Unwind_") || strings.Contains(sym.Name, "register_frame") || allocator[sym.Name] {
+				u.busy = append(u.busy, consistency.Range{Lo: img.Bias + sym.Value, Hi: img.Bias + sym.Value + sym.Size, Name: sym.Name})
+			}
+		}
+	}
+	if u.register == 0 || u.deregister == 0 {
+		return nil, nil
+	}
+	return u, nil
+}
+
+var allocator = map[string]bool{
+	"malloc": true, "free": true, "calloc": true, "realloc": true, "reallocarray": true, "memalign": true,
+	"posix_memalign": true, "aligned_alloc": true, "valloc": true, "pvalloc": true, "malloc_trim": true,
+	"__libc_malloc": true, "__libc_free": true, "__libc_calloc": true, "__libc_realloc": true, "__libc_memalign": true,
+	"_int_malloc": true, "_int_free": true, "_int_realloc": true, "_int_memalign": true, "malloc_consolidate": true,
+}
+
+// callFrame describes the call data at base for a call that sets the done
+// flag to value.
+func callFrame(base uint64, value byte) arch.CallFrame {
+	return arch.CallFrame{Saved: base + callSavedOff, Func: base + callFuncOff, Done: base + callDoneOff,
+		Value: value, FPU: base + callFPUOff, XSave: cpu.X86.HasOSXSAVE}
+}
+
+// writeCallStubs puts the registration and deregistration stubs into the
+// linked code at at, and returns where they and their markers are.
+func writeCallStubs(linked *link.Linked, at, data uint64) (reg, regMarker, dereg, deregMarker uint64, err error) {
+	for i, value := range []byte{1, 0} {
+		stub := at + uint64(i*callStubSize)
+		code, marker, err := arch.EncodeCallStub(stub, callFrame(data, value))
+		if err != nil {
+			return 0, 0, 0, 0, err
+		}
+		dst := linked.Code(stub, uint64(len(code)))
+		if dst == nil || len(code) > callStubSize {
+			return 0, 0, 0, 0, fmt.Errorf("call stub does not fit the patch's code")
+		}
+		copy(dst, code)
+		if i == 0 {
+			reg, regMarker = stub, stub+uint64(marker)
+		} else {
+			dereg, deregMarker = stub, stub+uint64(marker)
+		}
+	}
+	return reg, regMarker, dereg, deregMarker, nil
+}
+
+// lockFreeThread stops threads one at a time until one has no frame in
+// busy, and returns it stopped.
+func (s *session) lockFreeThread(mods *consistency.Modules, busy []consistency.Range, timeout time.Duration) (*proc.Thread, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		tids, err := s.p.Threads()
+		if err != nil {
+			return nil, err
+		}
+		maps, err := target.ReadMaps(s.pid)
+		if err != nil {
+			return nil, err
+		}
+		for _, tid := range tids {
+			t, err := s.p.StopThread(tid)
+			if err != nil {
+				continue
+			}
+			ua, err := s.unwindArch([]*proc.Thread{t})
+			if err != nil {
+				s.p.Resume(t)
+				return nil, err
+			}
+			ct := consistency.Thread{TID: t.TID, Regs: t.Regs.DWARF(), PC: t.Regs.PC(), SP: t.Regs.SP()}
+			for _, m := range maps {
+				if m.Contains(ct.SP) {
+					ct.StackLo, ct.StackHi = m.Start, m.End
+				}
+			}
+			res, err := consistency.Check(ua, mods, s.p, []consistency.Thread{ct}, busy)
+			if err == nil && len(res.Busy) == 0 && ct.StackHi != 0 {
+				return t, nil
+			}
+			s.p.Resume(t)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: every thread is inside the unwinder or the allocator", ErrUnwindRegistration)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// remoteCall runs fn(args) in t through the stub at entry.
+func (s *session) remoteCall(t *proc.Thread, data, fn, entry, marker uint64, args ...uint64) error {
+	ctx := t.Regs.ResumeContext()
+	if ctx == nil {
+		return fmt.Errorf("%w: remote calls are not supported on %s", ErrUnwindRegistration, s.arch.Name)
+	}
+	buf := make([]byte, 0, len(ctx)*8+8)
+	for _, v := range ctx {
+		buf = le64put(buf, v)
+	}
+	buf = le64put(buf, fn)
+	if _, err := s.p.WriteAt(buf, data+callSavedOff); err != nil {
+		return err
+	}
+	sp := (data + callStackOff + callStackSize) &^ 15
+	return s.p.Call(t, entry, sp, marker, callTimeout, args...)
+}
+
+func le64put(b []byte, v uint64) []byte {
+	return append(b, byte(v), byte(v>>8), byte(v>>16), byte(v>>24), byte(v>>32), byte(v>>40), byte(v>>48), byte(v>>56))
+}
+
+// registered reports whether the record's unwind tables are registered:
+// the stub itself set the done flag when the call returned.
+func (s *session) registered(r *record) bool {
+	if r.Unwind.EHFrame == 0 {
+		return false
+	}
+	b := make([]byte, 1)
+	_, err := s.p.ReadAt(b, r.Unwind.CallData+callDoneOff)
+	return err != nil || b[0] != 0 // unreadable: assume registered, never unmap
+}
+
+// deregister removes the record's unwind tables from the target's registry
+// before its memory goes away. Unmapping registered tables would make the
+// next exception anywhere in the process read freed memory.
+func (s *session) deregister(r *record, mods *consistency.Modules) error {
+	if !s.registered(r) {
+		return nil
+	}
+	u, err := s.findUnwinder()
+	if err != nil || u == nil {
+		return fmt.Errorf("%w: the unwinder is gone from the process", ErrUnwindRegistration)
+	}
+	t, err := s.lockFreeThread(mods, u.busy, callTimeout)
+	if err != nil {
+		return err
+	}
+	defer s.p.Resume(t)
+	if err := s.remoteCall(t, r.Unwind.CallData, r.Unwind.DeregFunc, r.Unwind.DeregStub, r.Unwind.DeregMarker, r.Unwind.EHFrame); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnwindRegistration, err)
+	}
+	if s.registered(r) {
+		return fmt.Errorf("%w: deregistration did not complete", ErrUnwindRegistration)
+	}
+	return nil
+}

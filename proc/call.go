@@ -1,0 +1,113 @@
+package proc
+
+import (
+	"errors"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hotpatch/hotpatch/internal/faults"
+)
+
+// FaultMidCall is the fault point right after a remote call starts running.
+const FaultMidCall = "mid-call"
+
+// ErrCallTimeout means a remote call did not finish in time. The thread
+// was let go to finish it on its own: the call stub then restores its
+// context by itself, so the stub's memory must stay mapped.
+var ErrCallTimeout = errors.New("remote call did not finish in time")
+
+// Call runs a function in the stopped thread t through a call stub in patch
+// memory (see arch.EncodeCallStub): t starts at entry with its stack
+// pointer at sp and args in the argument registers, and the call is over
+// when t enters the system call at marker. Signals arriving meanwhile are
+// kept and delivered on resume. Afterwards t's own registers are restored
+// and t is parked in an interrupt stop, exactly as after Syscall.
+func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duration, args ...uint64) error {
+	if _, ok := p.stopped[t.TID]; !ok {
+		return &Error{Op: "remote call", TID: t.TID, Err: errors.New("thread is not stopped")}
+	}
+	return p.do(func() error {
+		saved := t.Regs
+		call := saved
+		if err := call.setCall(entry, sp, args); err != nil {
+			return &Error{Op: "remote call", TID: t.TID, Err: err}
+		}
+		if err := setRegs(t.TID, &call); err != nil {
+			return &Error{Op: "set registers", TID: t.TID, Err: err}
+		}
+		deadline := time.Now().Add(timeout)
+		for first := true; ; first = false {
+			// Syscall stops let the tracer see the marker; the called code's
+			// own system calls just pass through.
+			if err := unix.PtraceSyscall(t.TID, 0); err != nil {
+				setRegs(t.TID, &saved)
+				return &Error{Op: "resume to call", TID: t.TID, Err: err}
+			}
+			if first {
+				faults.Point(FaultMidCall)
+			}
+			ws, err := p.wait(t)
+			if err != nil {
+				return err
+			}
+			if ws.StopSignal() == unix.SIGTRAP|0x80 {
+				var now Regs
+				if err := getRegs(t.TID, &now); err != nil {
+					return &Error{Op: "read registers", TID: t.TID, Err: err}
+				}
+				if now.PC() == marker+syscallInsnSize {
+					break
+				}
+			} else if ws.TrapCause() == 0 && ws.StopSignal() != unix.SIGTRAP {
+				t.pendingSignal = ws.StopSignal()
+			}
+			if time.Now().After(deadline) {
+				// The callee may hold a lock: never abandon it half-way.
+				// Let the thread go; the stub finishes and restores it.
+				delete(p.stopped, t.TID)
+				detach(t.TID, int(t.pendingSignal))
+				return &Error{Op: "remote call", TID: t.TID, Err: ErrCallTimeout}
+			}
+		}
+		// At the marker's syscall entry: let the harmless getpid finish, then
+		// put the thread's own registers back.
+		if err := unix.PtraceSyscall(t.TID, 0); err != nil {
+			return &Error{Op: "resume to call exit", TID: t.TID, Err: err}
+		}
+		if _, err := p.wait(t); err != nil {
+			return err
+		}
+		if err := setRegs(t.TID, &saved); err != nil {
+			return &Error{Op: "restore registers", TID: t.TID, Err: err}
+		}
+		t.Regs = saved
+		return p.park(t)
+	})
+}
+
+// park puts t, stopped in a syscall or signal stop, back into an interrupt
+// stop: the one a dying tracer leaves cleanly, with no signal to deliver.
+func (p *Process) park(t *Thread) error {
+	if err := unix.PtraceInterrupt(t.TID); err != nil {
+		return &Error{Op: "interrupt", TID: t.TID, Err: err}
+	}
+	if err := unix.PtraceCont(t.TID, 0); err != nil {
+		return &Error{Op: "resume to interrupt", TID: t.TID, Err: err}
+	}
+	for {
+		ws, err := p.wait(t)
+		if err != nil {
+			return err
+		}
+		if ws.TrapCause() == unix.PTRACE_EVENT_STOP {
+			return nil
+		}
+		if ws.TrapCause() == 0 && ws.StopSignal() != unix.SIGTRAP {
+			t.pendingSignal = ws.StopSignal()
+		}
+		if err := unix.PtraceCont(t.TID, 0); err != nil {
+			return &Error{Op: "resume to interrupt", TID: t.TID, Err: err}
+		}
+	}
+}
