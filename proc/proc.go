@@ -408,29 +408,7 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 		}
 		restored = true
 		t.Regs = saved // syscallStop may have changed how the thread resumes
-		// Park the thread in an interrupt stop again.
-		if err := unix.PtraceInterrupt(t.TID); err != nil {
-			return &Error{Op: "interrupt", TID: t.TID, Err: err}
-		}
-		if err := unix.PtraceCont(t.TID, 0); err != nil {
-			return &Error{Op: "resume to interrupt", TID: t.TID, Err: err}
-		}
-		for {
-			ws, err := p.wait(t)
-			if err != nil {
-				return err
-			}
-			if ws.TrapCause() == unix.PTRACE_EVENT_STOP {
-				break
-			}
-			if ws.TrapCause() == 0 && ws.StopSignal() != unix.SIGTRAP {
-				t.pendingSignal = ws.StopSignal()
-			}
-			if err := unix.PtraceCont(t.TID, 0); err != nil {
-				return &Error{Op: "resume to interrupt", TID: t.TID, Err: err}
-			}
-		}
-		return nil
+		return p.park(t)
 	})
 	return ret, err
 }
