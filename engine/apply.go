@@ -25,7 +25,25 @@ import (
 type Options struct {
 	// Timeout bounds the wait for no thread to be inside the functions.
 	Timeout time.Duration
+	// Consistency is how strictly apply waits: ConsistencyStrict (the
+	// default) or ConsistencyEntry.
+	Consistency Consistency
 }
+
+// Consistency is an apply's switch condition.
+type Consistency string
+
+const (
+	// ConsistencyStrict waits until no thread is inside a replaced function
+	// or due to return into one: no old code runs after the switch.
+	ConsistencyStrict Consistency = "strict"
+	// ConsistencyEntry only waits until no thread is inside the bytes the
+	// jumps overwrite. Calls made after the switch run the new code, while
+	// threads already inside an old function (a loop that never returns,
+	// say) finish it in the old code. Revert stays strict, since it unmaps
+	// the new code.
+	ConsistencyEntry Consistency = "entry"
+)
 
 func (o Options) timeout() time.Duration {
 	if o.Timeout <= 0 {
@@ -96,6 +114,9 @@ type plannedSite struct {
 // Apply puts a loaded, verified patch into process pid.
 func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*Result, error) {
 	start := time.Now()
+	if c := opts.Consistency; c != "" && c != ConsistencyStrict && c != ConsistencyEntry {
+		return nil, fmt.Errorf("consistency %q: want %q or %q", c, ConsistencyStrict, ConsistencyEntry)
+	}
 	unlock, err := lock(pid)
 	if err != nil {
 		return nil, err
@@ -282,8 +303,15 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 
 	// Phase 2: stop everything, check, switch.
 	var ranges []consistency.Range
-	for _, ps := range sites {
-		ranges = append(ranges, ps.ranges...)
+	switch opts.Consistency {
+	case ConsistencyEntry:
+		for _, st := range rec.Sites {
+			ranges = append(ranges, consistency.Range{Lo: st.Addr, Hi: st.Addr + uint64(len(st.Tramp)), Name: st.Name + " (entry)"})
+		}
+	default:
+		for _, ps := range sites {
+			ranges = append(ranges, ps.ranges...)
+		}
 	}
 	err = s.switchWhenIdle(ctx, opts.timeout(), mods, ranges, res, func() error {
 		return s.writeSites(linked.Base, rec, false)

@@ -711,3 +711,33 @@ func buildCXX(t *testing.T) (bin, obj string) {
 	}
 	return bin, obj
 }
+
+func TestEntryConsistencyForLoopsThatNeverReturn(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "forever", "target.c", "forever")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "serve 1 v1", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "forever", "serve_v2.c"), "serve-fix", "serve=serve_v2")
+	// Strict mode can never find serve() idle.
+	_, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{Timeout: 300 * time.Millisecond})
+	if !errors.Is(err, engine.ErrBusy) {
+		t.Fatalf("strict apply on a function that never returns: want ErrBusy, got %v", err)
+	}
+	res, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{Timeout: 5 * time.Second, Consistency: engine.ConsistencyEntry})
+	if err != nil {
+		t.Fatalf("entry apply: %v", err)
+	}
+	t.Logf("entry apply: pause %v, %d attempt(s)", res.Pause, res.Attempts)
+	// The running loop stays old; a thread started now runs the new code.
+	mark := p.Mark()
+	p.Stdin.Write([]byte("spawn\n"))
+	p.WaitFor(t, mark, "serve 2 v2", waitLine)
+	p.WaitFor(t, p.Mark(), "serve 1 v1", waitLine)
+	// Revert is strict: thread 2 stays inside the new code, so it must refuse.
+	if _, err := engine.Revert(context.Background(), p.PID, "serve-fix", engine.Options{Timeout: 300 * time.Millisecond}); !errors.Is(err, engine.ErrBusy) {
+		t.Fatalf("revert with a thread inside the new code: want ErrBusy, got %v", err)
+	}
+	if _, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{Consistency: "sometimes"}); err == nil {
+		t.Error("an unknown consistency mode was accepted")
+	}
+}

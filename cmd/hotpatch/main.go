@@ -96,6 +96,7 @@ func packCmd() *cobra.Command {
 func applyCmd(log *slog.Logger) *cobra.Command {
 	var pid int
 	var timeout time.Duration
+	var consistencyMode string
 	var allowUnsigned, all bool
 	var trustFiles []string
 	cmd := &cobra.Command{
@@ -135,7 +136,7 @@ func applyCmd(log *slog.Logger) *cobra.Command {
 			}
 			var failed error
 			for _, p := range pids {
-				res, err := engine.Apply(cmd.Context(), p, spec, engine.Options{Timeout: timeout})
+				res, err := engine.Apply(cmd.Context(), p, spec, engine.Options{Timeout: timeout, Consistency: engine.Consistency(consistencyMode)})
 				if err != nil {
 					failed = errors.Join(failed, fmt.Errorf("pid %d: %w", p, err))
 					continue
@@ -160,6 +161,7 @@ func applyCmd(log *slog.Logger) *cobra.Command {
 	cmd.Flags().IntVar(&pid, "pid", 0, "process to patch")
 	cmd.Flags().BoolVar(&all, "all", false, "patch every process that maps the target image")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for no thread to be inside a replaced function")
+	cmd.Flags().StringVar(&consistencyMode, "consistency", "strict", "strict: no thread inside or returning into a replaced function; entry: only none inside the overwritten entry bytes (for functions that never return)")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "apply an unsigned patch (development only; signed patches must still verify)")
 	trustFlag(cmd, &trustFiles)
 	return cmd
