@@ -235,6 +235,12 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 			if err != nil {
 				return fail(err)
 			}
+			if !st.Gated && opts.Consistency == ConsistencyEntry {
+				// Threads stay inside old functions in entry mode; one that
+				// branches back into its overwritten bytes would land inside
+				// the jump.
+				return fail(&FunctionError{Function: ps.fn.Old, Err: ErrEntryUnsafe, Detail: st.directReason})
+			}
 			if i, ok := spec.SymbolByName(ps.newName); ok {
 				st.NewSize = uint32(spec.Symbols[i].Size)
 			}

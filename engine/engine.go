@@ -23,6 +23,9 @@ var (
 	ErrBuildIDMismatch = target.ErrImageNotFound
 	// ErrNotFunction means a replaced symbol is not a plain function.
 	ErrNotFunction = errors.New("not a replaceable function")
+	// ErrEntryUnsafe means --consistency=entry cannot patch a function: it
+	// branches back into the bytes its jump overwrites.
+	ErrEntryUnsafe = errors.New("entry consistency is unsafe for this function; use strict")
 	// ErrNoRoom means a function is too small to hold a jump.
 	ErrNoRoom = errors.New("no room for a jump")
 	// ErrNoSpace means no free address range lies near the target image.

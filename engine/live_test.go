@@ -527,6 +527,14 @@ func TestUngatedFunction(t *testing.T) {
 	p.WaitFor(t, p.Mark(), "sum=300", waitLine)
 	revert(t, p.PID, "sum-fix")
 	p.WaitFor(t, p.Mark(), "sum=6", waitLine)
+	// Entry consistency would leave threads looping inside the old body,
+	// which jumps back into the overwritten bytes: refused, target untouched.
+	addr := funcAddr(t, p.PID, bin, "sum_to")
+	before := take(t, p.PID, addr, 8)
+	if _, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{Consistency: engine.ConsistencyEntry}); !errors.Is(err, engine.ErrEntryUnsafe) {
+		t.Fatalf("entry mode on an ungated function: want ErrEntryUnsafe, got %v", err)
+	}
+	before.assertSame(t, take(t, p.PID, addr, 8))
 }
 
 func TestIFuncInTarget(t *testing.T) {
