@@ -160,6 +160,7 @@ func TestChangedBody(t *testing.T) {
 	if len(res.Functions) != 1 || res.Functions[0].Name != "compute" {
 		t.Errorf("want compute replaced, got %+v", res.Functions)
 	}
+	checkUnwindTables(t, res, []string{"compute.hotpatch"}) // C: no personality routine
 	if got := res.Meta.CVEs; len(got) != 1 || got[0] != "CVE-2099-12345" {
 		t.Errorf("CVEs = %v", got)
 	}
@@ -247,33 +248,85 @@ func TestCXXMemberFunction(t *testing.T) {
 }
 
 // An exception thrown through patch code needs the patch's unwind tables,
-// which the engine does not register with the target's unwinder: the
-// unwinder finds no FDE for the patch's return address and the C++
-// runtime calls std::terminate. This test pins that down.
+// registered by the engine with the target's unwinder. The fix makes parse
+// catch validate's exception for multiples of 10 (a catch clause in the
+// patch: its LSDA, the type_info it names, the personality routine) and
+// rethrow the others to main's catch in the target (unwinding through the
+// patch's frame). A process that terminates fails the test.
 func TestCXXExceptionThroughPatch(t *testing.T) {
 	t.Parallel()
-	p, _ := startAndPatch(t, "cxxexcept", "prog", "prog")
+	p, res := startAndPatch(t, "cxxexcept", "prog", "prog")
+	checkUnwindTables(t, res, []string{"_Z5parsei.hotpatch"})
 	mark := p.Mark()
 	deadline := time.Now().Add(waitLine)
-	patched := false
+	patched, caughtInPatch, passedOn := false, false, false
 	for time.Now().Before(deadline) {
 		lines := p.Lines()
 		for _, l := range lines[mark:] {
-			patched = patched || strings.Contains(l, "parsed=7000")
-			if strings.Contains(l, "caught: bad input") && patched {
-				t.Logf("exception passed through the patched function: %s", l)
-				return
-			}
 			if strings.Contains(l, "terminate called") {
-				t.Skipf("not supported yet: the patch's unwind tables are not registered with the target's unwinder, so an exception through patch code terminates the process (%s)", l)
+				t.Fatalf("the process terminated when an exception unwound through patch code: %s", l)
+			}
+			patched = patched || strings.HasPrefix(l, "parsed=7000")
+			if !patched {
+				continue
+			}
+			if strings.HasPrefix(l, "patched caught: bad input") {
+				caughtInPatch = true
+			}
+			if strings.HasPrefix(l, "caught: bad input") {
+				passedOn = true
 			}
 		}
+		if patched && caughtInPatch && passedOn && p.Alive() {
+			t.Logf("exceptions caught in the patched function and passed through it to the target's catch")
+			return
+		}
 		if !p.Alive() && len(p.Lines()) == len(lines) {
-			t.Skipf("not supported yet: the process died when an exception unwound through patch code; output: %v", lines[max(0, len(lines)-3):])
+			t.Fatalf("the process died; output: %v", lines[max(0, len(lines)-5):])
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("no exception seen after the patch")
+	t.Fatalf("after the patch: new code %v, caught in the patch %v, passed on to the target %v; output: %v",
+		patched, caughtInPatch, passedOn, p.Lines()[mark:])
+}
+
+// checkUnwindTables checks the patch object's .eh_frame: an FDE for each
+// of the functions named and for nothing else (cold parts aside), each
+// placed by a relocation into the patch's code, with its CIE and, where a
+// personality routine or an LSDA is used, references to the patch's own
+// DW.ref cells and .gcc_except_table sections.
+func checkUnwindTables(t *testing.T, res *build.Result, want []string) {
+	t.Helper()
+	spec, err := patchfile.Load(res.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdes, err := build.PatchFDEs(spec)
+	if err != nil {
+		t.Fatalf("patch .eh_frame: %v", err)
+	}
+	got := map[string]bool{}
+	for _, f := range fdes {
+		t.Logf("FDE %+v", f)
+		got[f.Function] = true
+		if f.Function == "" {
+			t.Errorf("FDE placed outside the patch's functions: %+v", f)
+		}
+		if f.Personality != "" && f.Personality != "__gxx_personality_v0" {
+			t.Errorf("personality %q", f.Personality)
+		}
+	}
+	for _, w := range want {
+		if !got[w] {
+			t.Errorf("no FDE for %s; FDEs: %+v", w, fdes)
+		}
+		delete(got, w)
+	}
+	for f := range got {
+		if !strings.Contains(f, ".cold") {
+			t.Errorf("unexpected FDE for %s", f)
+		}
+	}
 }
 
 func TestRefusals(t *testing.T) {

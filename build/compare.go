@@ -346,7 +346,7 @@ func (u *unit) compare() {
 		switch {
 		case o == nil:
 			u.added = append(u.added, p)
-		case !u.sectionEqual(sec, o.sec) || p.size != o.size:
+		case !u.sectionEqual(sec, o.sec) || p.size != o.size || !u.lsdaEqual(sec, o.sec):
 			u.changed = append(u.changed, p)
 		}
 	}

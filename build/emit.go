@@ -33,6 +33,9 @@ type emitter struct {
 	unitOf   map[*object]*unit
 	observed map[*symbol]uint64 // original-object symbol -> target address (from run-pre)
 	queue    []*section
+	units    []*unit
+	eh       *ehFrameOut
+	dwRefs   map[string]*outSym
 
 	added    []string // new functions
 	newData  []string
@@ -44,7 +47,8 @@ type emitter struct {
 func newEmitter(b *builder, units []*unit, reps []*replacement, observed map[*symbol]uint64) *emitter {
 	e := &emitter{b: b, out: &outObject{}, incl: map[*section]*outSection{}, symMap: map[*symbol]*outSym{},
 		undef: map[string]*outSym{}, names: map[string]bool{}, replaced: map[*symbol]*replacement{},
-		newGlob: map[string]*symbol{}, unitOf: map[*object]*unit{}, observed: observed, bindings: map[string]string{}}
+		newGlob: map[string]*symbol{}, unitOf: map[*object]*unit{}, observed: observed, bindings: map[string]string{},
+		units: units, dwRefs: map[string]*outSym{}}
 	for _, u := range units {
 		e.unitOf[u.patched] = u
 	}
@@ -103,7 +107,7 @@ func (e *emitter) include(sec *section) *outSection {
 		e.out.syms = append(e.out.syms, o)
 		e.symMap[s] = o
 		switch {
-		case e.replaced[s] != nil || u.corr[s] != nil:
+		case e.replaced[s] != nil || u.corr[s] != nil || isDWRef(s):
 		case isFunc(s) && !isCold(s.name):
 			e.added = append(e.added, u.qualified(s))
 		case isData(s) && !generatedConst(s) && !sec.merge() && sec.write():
@@ -127,21 +131,36 @@ func (e *emitter) run() error {
 	for _, r := range reps {
 		e.include(r.patched.sec)
 	}
-	for len(e.queue) > 0 {
-		sec := e.queue[0]
-		e.queue = e.queue[1:]
-		os := e.incl[sec]
-		for _, r := range sec.relocs {
-			sym, addend, err := e.resolve(sec, r)
-			if err != nil {
-				return err
+	if err := e.loadEHFrames(); err != nil {
+		return err
+	}
+	for {
+		for len(e.queue) > 0 {
+			sec := e.queue[0]
+			e.queue = e.queue[1:]
+			os := e.incl[sec]
+			for _, r := range sec.relocs {
+				sym, addend, err := e.resolve(sec, r)
+				if err != nil {
+					return err
+				}
+				if sym == nil {
+					continue
+				}
+				os.relocs = append(os.relocs, outReloc{off: r.off, typ: r.typ, sym: sym, addend: addend})
 			}
-			if sym == nil {
-				continue
-			}
-			os.relocs = append(os.relocs, outReloc{off: r.off, typ: r.typ, sym: sym, addend: addend})
+		}
+		// The unwind information of the code included so far may bring in
+		// more: LSDAs, and what they and the CIEs refer to.
+		n, err := e.copyUnwind()
+		if err != nil {
+			return err
+		}
+		if n == 0 && len(e.queue) == 0 {
+			break
 		}
 	}
+	e.finishUnwind()
 	if len(e.refusals) > 0 {
 		return &RefusalError{Refusals: e.refusals}
 	}
@@ -177,6 +196,11 @@ func (e *emitter) resolve(sec *section, r reloc) (*outSym, int64, error) {
 	t, d := r.target()
 	if r.typ == elf.R_X86_64_NONE {
 		return nil, 0, nil
+	}
+	if isDWRef(t) && t.defined() && t.sec != nil {
+		// The patch's own cell, holding the address of the personality
+		// routine or type_info it names, which the engine binds.
+		return e.dwRef(t), d, nil
 	}
 	entry := r.pointsAt()
 	if r.sym.typ == elf.STT_SECTION {

@@ -20,6 +20,7 @@ type object struct {
 	syms   []*symbol  // by symbol index; syms[0] is the null symbol
 	byName map[string]*symbol
 	raw    *elf.File
+	lsda   map[*section][]lsdaRef // by code section, from .eh_frame; see lsdas
 }
 
 type section struct {

@@ -190,6 +190,11 @@ func TestApplyNonPIE(t *testing.T) {
 	p.WaitFor(t, p.Mark(), "compute=526", waitLine)
 	revert(t, p.PID, "nopie-fix")
 	p.WaitFor(t, p.Mark(), "compute=42", waitLine)
+	// Library data the executable holds a copy of (stdout@GLIBC_...) binds
+	// to that copy, within 32-bit reach.
+	out := fixture.Pack(t, bin, object(t, "basic", "stdout_use.c", "-fno-pic"), "nopie-stdout", "compute=compute_stdout")
+	apply(t, p.PID, out, 5*time.Second)
+	p.WaitFor(t, p.Mark(), "compute=63", waitLine)
 }
 
 func TestSharedLibrary(t *testing.T) {
@@ -274,7 +279,7 @@ func TestThreadLocal(t *testing.T) {
 			apply(t, p.PID, spec, 5*time.Second)
 			p.WaitFor(t, p.Mark(), "compute=7021", waitLine)
 			// A patch that defines them (global and static) shares the target's.
-			def := fixture.Pack(t, bin, object(t, "basic", "tls_def.c", pic), "tls-def", "compute=compute_tlsdef")
+			def := fixture.Pack(t, bin, object(t, "basic", "tls_def.c", pic, fixture.NoSectionAnchors), "tls-def", "compute=compute_tlsdef")
 			apply(t, p.PID, def, 5*time.Second)
 			p.WaitFor(t, p.Mark(), "compute=7321", waitLine)
 		})
@@ -560,9 +565,11 @@ func TestPreciseUnwindThroughVDSO(t *testing.T) {
 	p.WaitFor(t, 0, "compute=42", waitLine)
 	spec := fixture.Pack(t, bin, object(t, "vdso", "compute_v2.c"), "vdso-fix", "compute=compute_v2")
 	res := apply(t, p.PID, spec, 5*time.Second)
-	if res.Fallbacks != 0 || res.Frames < res.Threads {
+	// The arm64 vDSO has no CFI for clock_gettime: there the scan covers it.
+	if (res.Fallbacks != 0 || res.Frames < res.Threads) && runtime.GOARCH == "amd64" {
 		t.Errorf("%d of %d threads fell back to a stack scan (%d precise frames)", res.Fallbacks, res.Threads, res.Frames)
 	}
+	t.Logf("%d of %d threads fell back to a stack scan (%d precise frames)", res.Fallbacks, res.Threads, res.Frames)
 	p.WaitFor(t, p.Mark(), "compute=63", waitLine)
 }
 
@@ -704,6 +711,9 @@ func TestCXXExceptionThroughPatch(t *testing.T) {
 // buildCXX compiles the C++ fixture and its patch with g++.
 func buildCXX(t *testing.T) (bin, obj string) {
 	t.Helper()
+	if runtime.GOARCH == "arm64" {
+		t.Skip("unwind-table registration needs remote calls, which have no arm64 call stub yet")
+	}
 	if _, err := exec.LookPath("g++"); err != nil {
 		t.Skip("needs g++")
 	}

@@ -176,6 +176,12 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText, reserv
 			continue
 		}
 		defined := sym.Section != elf.SHN_UNDEF && sym.Section != elf.SHN_COMMON
+		if defined && sym.Type == elf.STT_TLS && tlsSection(sym.Section) && anchorName(sym.Name) {
+			// A label inside the patch's TLS section (an AArch64 mapping
+			// symbol, a section anchor): relocations against it are bound
+			// to the variable at their offset (tlsVar).
+			continue
+		}
 		if defined && sym.Type == elf.STT_TLS && tlsSection(sym.Section) {
 			// A TLS variable the patch defines is the base's own variable:
 			// its storage already exists in every thread.
@@ -217,6 +223,7 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText, reserv
 		return nil, &UnresolvedError{Names: unresolved}
 	}
 	// Check every relocation and collect GOT slots and stubs.
+	anchored := map[elf.SectionIndex]bool{}
 	for _, idx := range p.sectionOrder() {
 		pl := p.placed[idx]
 		for _, r := range pl.sec.Relocs {
@@ -230,6 +237,11 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText, reserv
 			sym := spec.Symbols[r.Symbol]
 			ext, isExt := p.external[r.Symbol]
 			_, isTLSLocal := p.tlsLocal[r.Symbol]
+			if !isExt && !isTLSLocal && tlsSection(sym.Section) && info.Need == arch.NeedTPOff {
+				if _, isTLSLocal = p.tlsVar(r.Symbol, r.Addend); isTLSLocal {
+					anchored[sym.Section] = true
+				}
+			}
 			if !isExt && !isTLSLocal && sym.Section != elf.SHN_ABS && sym.Section != elf.SHN_UNDEF {
 				if _, ok := p.placed[int(sym.Section)]; !ok && sym.Section < elf.SHN_LORESERVE {
 					if tlsSection(sym.Section) {
@@ -267,6 +279,22 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText, reserv
 			}
 			if info.Signed32 {
 				p.MaxEnd = minNonZero(p.MaxEnd, 1<<31)
+			}
+		}
+	}
+	// Code that reaches thread-local variables through one anchor (AArch64
+	// section anchors) adds fixed offsets to it: the base's variables must
+	// lie at the same distances from each other as the patch's do.
+	for sec := range anchored {
+		var shift int64
+		first := true
+		for i, r := range p.tlsLocal {
+			if v := spec.Symbols[i]; v.Section == sec {
+				d := r.TPOff - int64(v.Value)
+				if !first && d != shift {
+					return nil, fmt.Errorf("%w: the patch reaches its thread-local variables through a section anchor, and the target lays them out differently; compile the patch with -fno-section-anchors", ErrNotSupported)
+				}
+				shift, first = d, false
 			}
 		}
 	}
@@ -448,6 +476,11 @@ func (p *Plan) Link(base uint64) (*Linked, error) {
 			need := a.Relocs[r.Type].Need
 			if need == arch.NeedTPOff || need == arch.NeedGOTTPOff {
 				rr.TPOff = p.tpOff(r.Symbol)
+				if v, ok := p.tlsVar(r.Symbol, r.Addend); ok && need == arch.NeedTPOff {
+					// Against an anchor: the variable's offset, shifted so
+					// that the addend lands inside it.
+					rr.TPOff = p.tlsLocal[v].TPOff + int64(p.spec.Symbols[r.Symbol].Value) - int64(p.spec.Symbols[v].Value)
+				}
 			}
 			if err := a.Apply(rr); err != nil {
 				return nil, p.relocErr(pl.sec, r, err)
@@ -470,6 +503,33 @@ func (p *Plan) Link(base uint64) (*Linked, error) {
 		out.Segments = append(out.Segments, Segment{Name: "got", Off: p.regionOff[nKinds], Data: got, Prot: ProtRead})
 	}
 	return out, nil
+}
+
+// anchorName reports a symbol that labels a place rather than naming a
+// variable: AArch64 mapping symbols ($d, $x, $d.N) and local labels.
+func anchorName(name string) bool {
+	return name == "" || strings.HasPrefix(name, "$") || strings.HasPrefix(name, ".L")
+}
+
+// tlsVar finds, for a reference to sym+addend where sym is an anchor or
+// section symbol in the patch's thread-local section, the variable the
+// patch defines at that offset; it is bound to the base's variable.
+func (p *Plan) tlsVar(sym int, addend int64) (int, bool) {
+	s := p.spec.Symbols[sym]
+	if _, ok := p.tlsLocal[sym]; ok || s.Section == elf.SHN_UNDEF || s.Section >= elf.SHN_LORESERVE {
+		return 0, false
+	}
+	if s.Type != elf.STT_SECTION && !(s.Type == elf.STT_TLS && anchorName(s.Name)) {
+		return 0, false
+	}
+	off := s.Value + uint64(addend)
+	for i := range p.tlsLocal {
+		v := p.spec.Symbols[i]
+		if v.Section == s.Section && off >= v.Value && off < v.Value+max(v.Size, 1) {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 func (p *Plan) tpOff(sym int) int64 {

@@ -53,7 +53,7 @@ type Process struct {
 
 	mem     *os.File
 	reqs    chan func()
-	serving atomic.Bool // true while a request runs on the ptrace thread
+	tracer  atomic.Int64 // OS thread id of the ptrace thread
 	stopped map[int]*Thread
 	// SyscallInsn is the address of a system call instruction inside the
 	// target, used by Syscall. The caller finds it in the target's code.
@@ -89,17 +89,19 @@ func Open(pid int) (*Process, error) {
 func (p *Process) serve() {
 	runtime.LockOSThread()
 	unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 1}, 0)
+	p.tracer.Store(int64(unix.Gettid()))
 	for f := range p.reqs {
-		p.serving.Store(true)
 		f()
-		p.serving.Store(false)
 	}
 }
 
 // do runs f on the ptrace thread. Called from inside Run, it runs f inline:
 // the caller is already there.
 func (p *Process) do(f func() error) error {
-	if p.serving.Load() {
+	// Only the serving goroutine runs on that OS thread (it is locked to
+	// it). A flag set around each request would not do: the caller may see
+	// it still set after its own request finished, and run f elsewhere.
+	if int64(unix.Gettid()) == p.tracer.Load() {
 		return f()
 	}
 	done := make(chan error, 1)

@@ -119,6 +119,14 @@ func LoadSymbols(path, name string) (*Symbols, error) {
 			sym.File = file
 		}
 		s.byName[sym.Name] = append(s.byName[sym.Name], len(s.All))
+		// ld names the copies it makes of a library's data in an
+		// executable (stdout, a type_info) NAME@VERSION in .symtab; a new
+		// reference by plain name must bind to that copy, as the program's
+		// own references do.
+		if at := strings.IndexByte(sym.Name, '@'); at > 0 && bind != elf.STB_LOCAL {
+			plain := sym.Name[:at]
+			s.byName[plain] = append(s.byName[plain], len(s.All))
+		}
 		s.All = append(s.All, sym)
 		if typ != elf.STT_TLS && es.Section < elf.SHN_LORESERVE {
 			s.starts = append(s.starts, sym.Value)
