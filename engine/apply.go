@@ -160,9 +160,6 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 		}
 		nextSeq = max(nextSeq, r.rec.Seq+1)
 	}
-	if err := s.collectStale(records); err != nil {
-		return nil, err
-	}
 	syms, err := target.LoadSymbols(img.File, img.Path)
 	if err != nil {
 		return nil, err
@@ -201,6 +198,11 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 	}
 	res.Imports = plan.Imports
 	mods := s.cfiModules()
+	// Every check passed: only now touch the process, first to clear what
+	// an engine that died earlier left behind.
+	if err := s.collectStale(records); err != nil {
+		return nil, err
+	}
 
 	// Phase 1: map, link, write and protect the patch with one thread stopped.
 	var linked *link.Linked
