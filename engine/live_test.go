@@ -695,6 +695,9 @@ func TestCXXExceptionThroughPatch(t *testing.T) {
 	if !res.UnwindRegistered {
 		t.Fatal("unwind tables not registered in a C++ target")
 	}
+	if st, err := engine.Status(p.PID); err != nil || len(st) != 1 || !st[0].UnwindRegistered {
+		t.Errorf("status does not show the registration: %+v, %v", st, err)
+	}
 	mark := p.Mark()
 	p.WaitFor(t, mark, "parsed=63", waitLine)
 	p.WaitFor(t, mark, "caught: patched: bad input", waitLine)

@@ -104,6 +104,9 @@ type PatchStatus struct {
 	BuildID   string           `json:"target_build_id"`
 	Applied   time.Time        `json:"applied"`
 	Functions []FunctionStatus `json:"functions"`
+	// UnwindRegistered: the patch's unwind tables are known to the
+	// target's unwinder, so exceptions pass through its code.
+	UnwindRegistered bool `json:"unwind_registered"`
 }
 
 // FunctionStatus is one site of a patch.
@@ -135,6 +138,7 @@ func Status(pid int) ([]PatchStatus, error) {
 			ps.Functions = append(ps.Functions, FunctionStatus{Name: st.Name, Old: st.Addr, New: st.New, Live: s.siteLive(records, r.rec, st), Gated: st.Gated})
 		}
 		ps.State = s.state(records, r.rec)
+		ps.UnwindRegistered = r.rec.Unwind.EHFrame != 0 && s.registered(r.rec)
 		out = append(out, ps)
 	}
 	return out, nil
