@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/hotpatch
 
-.PHONY: all build test demo lint fuzz bench realworld clean
+.PHONY: all build test test-arm64 demo lint fuzz bench realworld clean
 
 all: build
 
@@ -13,6 +13,12 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# The engine's integration tests again on arm64, in a qemu VM (software
+# emulation, about 3 minutes): fixtures are cross-compiled by a host run of
+# the same tests, the test binary with GOARCH=arm64. See docs/arm64.md.
+test-arm64:
+	GO=$(GO) ./scripts/test-arm64.sh
 
 demo: build
 	./scripts/demo.sh
