@@ -307,15 +307,32 @@ func TestTinyFunction(t *testing.T) {
 func TestSleepingThreadDelaysApply(t *testing.T) {
 	fixture.Require(t)
 	bin := build(t, "sleeper", "target.c", "sleeper")
-	p := fixture.Start(t, bin, "400000")
-	p.WaitFor(t, 0, "slow=42", waitLine)
-	// Start the apply while the thread sleeps inside slow().
-	p.WaitFor(t, p.Mark(), "entering", waitLine)
+	p := fixture.Start(t, bin, "stdin")
+	p.WaitFor(t, 0, "entering", waitLine) // now waiting inside slow()
 	spec := fixture.Pack(t, bin, object(t, "sleeper", "slow_v2.c"), "slow-fix", "slow=slow_v2")
-	res := apply(t, p.PID, spec, 10*time.Second)
-	if res.Attempts < 2 {
-		t.Errorf("apply succeeded on attempt %d while a thread slept inside slow()", res.Attempts)
+	type outcome struct {
+		res *engine.Result
+		err error
 	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{Timeout: 30 * time.Second})
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		t.Fatalf("apply returned while a thread was inside slow(): %+v, %v", o.res, o.err)
+	case <-time.After(time.Second):
+	}
+	p.Stdin.Write([]byte("go\n")) // let the thread leave slow()
+	o := <-done
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	if o.res.Attempts < 2 {
+		t.Errorf("apply succeeded on attempt %d while a thread waited inside slow()", o.res.Attempts)
+	}
+	t.Logf("applied after %d attempts", o.res.Attempts)
 	p.WaitFor(t, p.Mark(), "slow=63", waitLine)
 }
 
