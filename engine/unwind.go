@@ -58,49 +58,73 @@ type unwinder struct {
 	busy []consistency.Range
 }
 
-// findUnwinder looks for libgcc's registry in the loaded objects.
+// findUnwinder looks for libgcc's registry: in libgcc_s, or linked into
+// the executable (-static-libgcc). It returns nil when there is none, the
+// common case for C programs, after loading at most those two images'
+// symbols.
 func (s *session) findUnwinder() (*unwinder, error) {
 	u := &unwinder{}
+	var home *target.Image
+	var homeSyms *target.Symbols
 	for _, img := range s.images {
+		if !img.Main && !strings.HasPrefix(filepath.Base(img.Path), "libgcc_s.") {
+			continue
+		}
 		syms, err := target.LoadSymbols(img.File, img.Path)
 		if err != nil {
 			continue
 		}
-		for _, name := range []string{"__register_frame_info", "__deregister_frame_info"} {
-			sym, ok := syms.LookupDynamic(name)
-			if !ok {
-				if ls, err := syms.Lookup(name, ""); err == nil && ls.Type == elf.STT_FUNC {
-					sym, ok = ls, true
-				}
-			}
-			if ok && name == "__register_frame_info" && u.register == 0 {
-				u.register = img.Bias + sym.Value
-			}
-			if ok && name == "__deregister_frame_info" && u.deregister == 0 {
-				u.deregister = img.Bias + sym.Value
-			}
-		}
-		base := filepath.Base(img.Path)
-		if strings.HasPrefix(base, "libgcc_s.") {
-			for _, m := range img.Maps {
-				if m.Exec() {
-					u.busy = append(u.busy, consistency.Range{Lo: m.Start, Hi: m.End, Name: base})
-				}
-			}
-		}
-		for _, sym := range syms.All {
-			if sym.Type != elf.STT_FUNC || sym.Size == 0 {
-				continue
-			}
-			if strings.HasPrefix(sym.Name, "_Unwind_") || strings.Contains(sym.Name, "register_frame") || allocator[sym.Name] {
-				u.busy = append(u.busy, consistency.Range{Lo: img.Bias + sym.Value, Hi: img.Bias + sym.Value + sym.Size, Name: sym.Name})
-			}
+		reg, ok1 := lookupFunc(syms, "__register_frame_info")
+		dereg, ok2 := lookupFunc(syms, "__deregister_frame_info")
+		if ok1 && ok2 {
+			u.register, u.deregister = img.Bias+reg.Value, img.Bias+dereg.Value
+			home, homeSyms = img, syms
+			break
 		}
 	}
-	if u.register == 0 || u.deregister == 0 {
+	if home == nil {
 		return nil, nil
 	}
+	// The calling thread must hold none of the registry's or the
+	// allocator's locks: any frame in them makes a thread unsuitable.
+	for _, m := range home.Maps {
+		if m.Exec() && !home.Main {
+			u.busy = append(u.busy, consistency.Range{Lo: m.Start, Hi: m.End, Name: filepath.Base(home.Path)})
+		}
+	}
+	u.busy = append(u.busy, funcRanges(home, homeSyms, func(n string) bool {
+		return strings.HasPrefix(n, "_Unwind_") || strings.Contains(n, "register_frame")
+	})...)
+	for _, img := range s.images {
+		if !strings.HasPrefix(filepath.Base(img.Path), "libc.so") && !img.Main {
+			continue
+		}
+		if syms, err := target.LoadSymbols(img.File, img.Path); err == nil {
+			u.busy = append(u.busy, funcRanges(img, syms, func(n string) bool { return allocator[n] })...)
+		}
+	}
 	return u, nil
+}
+
+func lookupFunc(syms *target.Symbols, name string) (target.Symbol, bool) {
+	if sym, ok := syms.LookupDynamic(name); ok {
+		return sym, true
+	}
+	if sym, err := syms.Lookup(name, ""); err == nil && sym.Type == elf.STT_FUNC {
+		return sym, true
+	}
+	return target.Symbol{}, false
+}
+
+// funcRanges returns the address ranges of img's functions whose names match.
+func funcRanges(img *target.Image, syms *target.Symbols, match func(string) bool) []consistency.Range {
+	var out []consistency.Range
+	for _, sym := range syms.All {
+		if sym.Type == elf.STT_FUNC && sym.Size > 0 && match(sym.Name) {
+			out = append(out, consistency.Range{Lo: img.Bias + sym.Value, Hi: img.Bias + sym.Value + sym.Size, Name: sym.Name})
+		}
+	}
+	return out
 }
 
 var allocator = map[string]bool{
