@@ -862,12 +862,11 @@ func (s *session) switchWhenIdle(ctx context.Context, timeout time.Duration, mod
 		var busy error
 		var done bool
 		err = s.p.Run(func() error {
-			t0 := time.Now()
 			threads, err := s.p.StopAll()
 			if err != nil {
 				return err
 			}
-			t1 := time.Now()
+			t0, t1 := s.p.StopStarted, time.Now()
 			fault(FaultStopped)
 			busy, err = s.check(threads, maps, mods, ranges)
 			t2 := time.Now()

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,6 +56,9 @@ type Process struct {
 	reqs    chan func()
 	tracer  atomic.Int64 // OS thread id of the ptrace thread
 	stopped map[int]*Thread
+	// StopStarted is when the last StopAll interrupted its first thread:
+	// the start of the pause.
+	StopStarted time.Time
 	// SyscallInsn is the address of a system call instruction inside the
 	// target, used by Syscall. The caller finds it in the target's code.
 	SyscallInsn uint64
@@ -192,48 +196,63 @@ func (p *Process) StopThread(tid int) (*Thread, error) {
 // StopAll stops every thread, including threads created while stopping.
 // It returns when a fresh listing of the threads finds none running.
 func (p *Process) StopAll() ([]*Thread, error) {
+	p.StopStarted = time.Time{}
 	err := p.do(func() error {
 		for round := 0; ; round++ {
 			tids, err := p.Threads()
 			if err != nil {
 				return err
 			}
-			fresh := 0
+			// Seize first: it does not stop a thread, so the pause starts
+			// only with the interrupts that follow, back to back.
+			var seized []int
+			var seizeErr error
 			for _, tid := range tids {
 				if _, ok := p.stopped[tid]; ok {
 					continue
 				}
-				fresh++
 				if err := seize(tid); err != nil {
 					if err == unix.ESRCH {
 						continue // exited meanwhile
 					}
-					return seizeError(tid, err)
-				}
-				if err := unix.PtraceInterrupt(tid); err != nil && err != unix.ESRCH {
-					return &Error{Op: "interrupt", TID: tid, Err: err}
+					seizeErr = seizeError(tid, err)
+					break
 				}
 				p.stopped[tid] = &Thread{TID: tid}
+				seized = append(seized, tid)
 			}
-			if fresh == 0 {
+			if len(seized) == 0 && seizeErr == nil {
 				break
 			}
-			if round > 1000 {
-				return &Error{Op: "stop threads", TID: p.PID, Err: errors.New("threads keep being created")}
+			if p.StopStarted.IsZero() {
+				p.StopStarted = time.Now()
+			}
+			// Interrupt every seized thread even after a failure: a seized
+			// thread must be stopped before it can be detached.
+			for _, tid := range seized {
+				if err := unix.PtraceInterrupt(tid); err != nil && err != unix.ESRCH && seizeErr == nil {
+					seizeErr = &Error{Op: "interrupt", TID: tid, Err: err}
+				}
 			}
 			// Wait for this round's stops before listing again, so a thread
 			// cloned by a not-yet-stopped thread is seen next round.
-			for tid, t := range p.stopped {
-				if t.Regs.valid {
-					continue
-				}
+			for _, tid := range seized {
+				t := p.stopped[tid]
 				if err := p.waitStop(t); err != nil {
 					if errors.Is(err, ErrThreadGone) {
 						delete(p.stopped, tid)
 						continue
 					}
-					return err
+					if seizeErr == nil {
+						seizeErr = err
+					}
 				}
+			}
+			if seizeErr != nil {
+				return seizeErr
+			}
+			if round > 1000 {
+				return &Error{Op: "stop threads", TID: p.PID, Err: errors.New("threads keep being created")}
 			}
 		}
 		return nil
