@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/hotpatch
 
-.PHONY: all build test test-arm64 demo lint fuzz bench realworld clean
+.PHONY: all build test test-arm64 demo lint fuzz bench realworld realworld-server clean
 
 all: build
 
@@ -25,8 +25,12 @@ demo: build
 
 # A real CVE fix built from Debian's zlib source and patched into a running
 # process whose proof of concept crashes before and not after.
-realworld: build
+realworld: build realworld-server
 	./testdata/build/realworld/run.sh
+
+# A server: Debian's redis with the CVE-2025-21605 fix reverted, patched live.
+realworld-server: build
+	./testdata/build/realworld-server/run.sh
 
 lint:
 	$(GO) vet ./...

@@ -208,6 +208,18 @@ func (b *builder) buildTwice(ctx context.Context, work string, res *Result) (ori
 			rs[i].Output = relTo(tree, rs[i].Output)
 		}
 	}
+	// Every compiled source the fix changes must have been compiled again,
+	// or the patch would silently miss part of the fix.
+	compiled := map[string]bool{}
+	for _, r := range patched {
+		compiled[filepath.Clean(r.Source)] = true
+	}
+	for _, f := range b.diff.Files {
+		if f.Deleted || !compiledExt[filepath.Ext(f.Path)] || compiled[filepath.Clean(f.Path)] {
+			continue
+		}
+		return nil, nil, fmt.Errorf("%w: the fixed build did not compile %s again (a sub-build guarded by a stamp file?); clean that part of the tree, e.g. make distclean, and build again", ErrUnsupported, f.Path)
+	}
 	return orig, patched, nil
 }
 
@@ -329,13 +341,18 @@ var sourceExt = map[string]bool{
 	".hh": true, ".hpp": true, ".hxx": true, ".h++": true, ".inl": true, ".ipp": true, ".tcc": true, ".i": true, ".ii": true,
 }
 
+// compiledExt are the source extensions a compiler turns into objects.
+var compiledExt = map[string]bool{".c": true, ".cc": true, ".cpp": true, ".cxx": true, ".c++": true, ".C": true}
+
 // copyTree copies a source tree, keeping modification times so that the
 // build system sees it as it was (autotools would otherwise regenerate
-// itself), without version control data and without object files. C and
-// C++ sources and headers get the time of the copy instead, so that every
-// object, program and library is built again through the wrapper, even
-// ones the user's tree holds up to date. CMake caches that name the old
-// compiler are left out too.
+// itself), without version control data. C and C++ sources and headers get
+// the time of the copy instead, so that every object that depends on them
+// is built again through the wrapper. Objects are kept: a build whose
+// sub-builds are guarded by stamp files (redis's deps/) links them without
+// rebuilding; the patched build then checks that every source the diff
+// touches was compiled. Precompiled headers and CMake caches that name the
+// old compiler are left out.
 func copyTree(src, dst string) error {
 	src = filepath.Clean(src)
 	now := time.Now()
@@ -360,8 +377,7 @@ func copyTree(src, dst string) error {
 			return os.Symlink(l, to)
 		case !info.Mode().IsRegular():
 			return nil
-		case strings.HasSuffix(name, ".o") || strings.HasSuffix(name, ".lo") || strings.HasSuffix(name, ".obj") ||
-			strings.HasSuffix(name, ".gch") || name == "CMakeCache.txt":
+		case strings.HasSuffix(name, ".gch") || name == "CMakeCache.txt":
 			return nil
 		}
 		data, err := os.ReadFile(p)

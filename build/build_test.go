@@ -432,3 +432,19 @@ func TestBadDiff(t *testing.T) {
 		t.Fatalf("want a DiffError on compute.c, got %v", err)
 	}
 }
+
+// TestStampGuardedSubBuild: a tree whose sub-build is guarded by a stamp
+// file builds from its already-built state, and a fix inside that sub-build,
+// which the fixed build would not compile again, is refused by name.
+func TestStampGuardedSubBuild(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "stampdep")
+	if _, err := buildPatch(t, dir, "prog", nil); err != nil {
+		t.Fatalf("fix in the main build: %v", err)
+	}
+	_, err := buildPatch(t, dir, "prog", func(o *build.Options) { o.Diff = filepath.Join(dir, "dep.patch") })
+	if !errors.Is(err, build.ErrUnsupported) || !strings.Contains(err.Error(), "dep/dep.c") {
+		t.Fatalf("fix in a stamp-guarded sub-build: want ErrUnsupported naming dep/dep.c, got %v", err)
+	}
+}

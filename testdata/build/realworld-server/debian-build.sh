@@ -1,7 +1,8 @@
 #!/bin/sh
 # The build of Debian's redis package (debian/rules, override_dh_auto_build)
 # without debhelper: the same flags from dpkg-buildflags, the same make
-# variables. Run at the top of the unpacked source tree.
+# variables. Run at the top of the unpacked source tree; arguments go to
+# make (-j2, install PREFIX=DIR).
 set -e
 export DEB_BUILD_MAINT_OPTIONS=hardening=+all
 export DEB_CFLAGS_MAINT_APPEND=-I/usr/include/liblzf
