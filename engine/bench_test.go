@@ -64,7 +64,7 @@ func BenchmarkApply(b *testing.B) {
 				p := fixture.Start(b, bin)
 				p.WaitFor(b, 0, "ready", 10*time.Second)
 				spec := fixture.Pack(b, bin, obj, "bench", replaces...)
-				var pauses, totals, revertPauses []time.Duration
+				var pauses, totals, revertPauses, stops, checks []time.Duration
 				attempts := 0
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
@@ -73,6 +73,8 @@ func BenchmarkApply(b *testing.B) {
 						b.Fatal(err)
 					}
 					pauses = append(pauses, res.Pause)
+					stops = append(stops, res.Phases.Stop)
+					checks = append(checks, res.Phases.Check)
 					if os.Getenv("HOTPATCH_BENCH_PHASES") != "" && res.Pause > time.Millisecond {
 						b.Logf("pause %v: %+v", res.Pause, res.Phases)
 					}
@@ -91,6 +93,8 @@ func BenchmarkApply(b *testing.B) {
 				b.ReportMetric(us(percentile(totals, 0.5)), "apply-p50-µs")
 				b.ReportMetric(us(percentile(totals, 0.99)), "apply-p99-µs")
 				b.ReportMetric(us(percentile(revertPauses, 0.5)), "revert-pause-p50-µs")
+				b.ReportMetric(us(percentile(stops, 0.5)), "stop-p50-µs")
+				b.ReportMetric(us(percentile(checks, 0.5)), "check-p50-µs")
 				b.ReportMetric(float64(attempts)/float64(b.N), "attempts/op")
 				if !p.Alive() {
 					b.Fatal("target died")
