@@ -326,6 +326,7 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 			ranges = append(ranges, ps.ranges...)
 		}
 	}
+	s.warmUnwinder(mods, ranges)
 	err = s.switchWhenIdle(ctx, opts.timeout(), mods, ranges, res, func() error {
 		return s.writeSites(linked.Base, rec, false)
 	})
