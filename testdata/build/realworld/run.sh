@@ -34,7 +34,10 @@ tar -xjf "$work"/zlib_1.2.13.dfsg.orig.tar.bz2 -C "$work/zlib" --strip-component
 python3 "$here/revert-fix.py" "$work/zlib/inflate.c"
 
 # The user's build of the vulnerable library.
+plain_start=$(date +%s.%N)
 (cd "$work/zlib" && ./configure >/dev/null && make -j"$(nproc)" >/dev/null)
+plain=$(awk -v a="$plain_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+echo "plain build (configure + make -j$(nproc)): ${plain} s"
 lib="$work/zlib/libz.so.1.2.13"
 gcc -O2 -o "$work/poc" "$here/poc.c" -I"$work/zlib" -L"$work/zlib" -lz -Wl,-rpath,"$work/zlib"
 
@@ -47,9 +50,10 @@ if ! grep -q 'poc=crashed' "$work/poc.out"; then
 fi
 echo "before: $(tail -1 "$work/poc.out")"
 
-start=$(date +%s)
+start=$(date +%s.%N)
 "$hotpatch" build --src "$work/zlib" --diff "$here/CVE-2022-37434.patch" --target "$lib" -o "$work/zlib.hp"
-echo "build took $(( $(date +%s) - start )) s"
+took=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+echo "hotpatch build: ${took} s, $(awk -v t="$took" -v p="$plain" 'BEGIN { printf "%.2f", t / p }') times the plain build"
 "$hotpatch" apply --allow-unsigned --pid "$poc_pid" "$work/zlib.hp"
 mark=$(wc -l <"$work/poc.out")
 sleep 1
