@@ -10,8 +10,7 @@ build:
 
 # The whole suite: unit tests, fuzz seeds and the live-process integration
 # tests (they need root or CAP_SYS_PTRACE, gcc and a Linux kernel).
-test:
-	$(GO) vet ./...
+test: lint
 	$(GO) test -count=1 -timeout 20m ./...
 
 # The engine's integration tests again on arm64, in a qemu VM (software
@@ -32,10 +31,13 @@ realworld: build realworld-server
 realworld-server: build
 	./testdata/build/realworld-server/run.sh
 
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint:
 	$(GO) vet ./...
-	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
-	staticcheck ./...
+	GOARCH=arm64 $(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	GOFLAGS=-mod=mod $(GO) run $(STATICCHECK) ./...
 
 # Each fuzz target for a while; the checked-in corpora run in `make test`.
 fuzz:

@@ -29,11 +29,6 @@ func a64Insts(t *testing.T, code []byte) []arm64asm.Inst {
 	return out
 }
 
-func a64Inst(t *testing.T, w uint32) arm64asm.Inst {
-	t.Helper()
-	return a64Insts(t, words(w))[0]
-}
-
 // a64Target is where a decoded PC-relative instruction at pc refers to.
 func a64Target(t *testing.T, inst arm64asm.Inst, pc uint64) uint64 {
 	t.Helper()

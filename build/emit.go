@@ -16,7 +16,6 @@ type replacement struct {
 	tsym    target.Symbol
 	newName string
 	code    []byte // the target's bytes
-	why     string
 }
 
 // emitter collects what the patch needs, starting from the replaced

@@ -70,10 +70,6 @@ var ARM64 = &Arch{
 	CalleeSaved: 0x7ff<<19 | 1<<31,
 }
 
-func (a *Arch) calleeSaved(reg uint64) bool {
-	return reg < MaxRegs && a.CalleeSaved&(1<<reg) != 0
-}
-
 // raIsRegister reports whether the return-address column is a real register
 // (LR) rather than a pseudo column, so "same value" has a meaning for it.
 func (a *Arch) raIsRegister() bool { return a.RA < uint64(a.NumRegs) }
