@@ -149,7 +149,17 @@ func applyCmd(log *slog.Logger) *cobra.Command {
 				fmt.Fprintf(w, "pid %d: applied %s: %d function(s), %d thread(s) paused %v, %d attempt(s), total %v\n",
 					p, res.ID, len(res.Functions), res.Threads, res.Pause.Round(time.Microsecond), res.Attempts, res.Total.Round(time.Microsecond))
 				for _, f := range res.Functions {
-					fmt.Fprintf(w, "  %s %#x -> %#x (%d-byte jump)\n", f.Name, f.Old, f.New, f.JumpLen)
+					how := "gated"
+					if !f.Gated {
+						how = "direct: " + f.Ungated
+					}
+					fmt.Fprintf(w, "  %s %#x -> %#x (%d-byte jump, %s)\n", f.Name, f.Old, f.New, f.JumpLen, how)
+				}
+				if res.UnwindRegistered {
+					fmt.Fprintln(w, "  unwind tables registered with the target's unwinder")
+				}
+				if res.Fallbacks > 0 {
+					fmt.Fprintf(w, "  %d thread(s) checked by a conservative stack scan (no unwind information)\n", res.Fallbacks)
 				}
 				for _, im := range res.Imports {
 					fmt.Fprintf(w, "  import %s from %s\n", im.Name, im.Origin)
