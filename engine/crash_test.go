@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patchfile"
+	"github.com/hotpatch/hotpatch/proc"
 )
 
 // TestMain lets the test binary act as a separate engine process that a
@@ -179,5 +181,43 @@ func TestEngineKilledDuringRegistration(t *testing.T) {
 	p.WaitFor(t, mark, "caught: patched: bad input", waitLine)
 	if st, _ := engine.Status(p.PID); len(st) != 1 {
 		t.Errorf("leftover patch memory not collected: %+v", st)
+	}
+}
+
+// TestEngineKilledDuringRemoteSyscall: the engine dies while a thread runs
+// the injected mmap. The thread returns through the landing frame into
+// rt_sigreturn and continues with its own context; its interrupted sleep
+// is issued again, so the program sees no error.
+func TestEngineKilledDuringRemoteSyscall(t *testing.T) {
+	fixture.Require(t)
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the landing frame exists on x86-64 only")
+	}
+	bin := build(t, "blocking", "target.c", "blocking")
+	raw := fixture.PackBytes(t, bin, object(t, "blocking", "compute_v2.c"), "block-fix", "compute=compute_v2")
+	file := filepath.Join(t.TempDir(), "b.hp")
+	os.WriteFile(file, raw, 0o644)
+	for i := 0; i < 3; i++ {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			p := fixture.Start(t, bin)
+			p.WaitFor(t, 0, "reader blocking", waitLine)
+			p.WaitFor(t, 0, "compute=42", waitLine)
+			killedEngine(t, "apply", proc.FaultMidSyscall, p.PID, file, "")
+			if !p.Alive() {
+				t.Fatal("target is not running after the engine died inside a remote system call")
+			}
+			mark := p.Mark()
+			p.WaitFor(t, mark, "compute=42", waitLine)
+			p.WaitFor(t, mark+1, "compute=42", waitLine)
+			// The blocked calls finish normally afterwards.
+			p.Stdin.Write([]byte("hello\n"))
+			p.WaitFor(t, 0, "read 6 bytes: hello", waitLine)
+			p.WaitFor(t, 0, "sem_wait woke", waitLine)
+			for _, l := range p.Lines() {
+				if strings.Contains(l, "interrupted") || strings.Contains(l, "failed") {
+					t.Errorf("a blocked call saw the engine die: %s", l)
+				}
+			}
+		})
 	}
 }

@@ -117,6 +117,15 @@ func (s *session) remote(fn func(t *proc.Thread) error) error {
 			return err
 		}
 		s.p.SyscallInsn = addr
+		if len(proc.LandingSyscallRet) > 0 {
+			// With both sequences an injected call survives the engine's
+			// death; without them it is still correct, only not that.
+			ret, err1 := target.FindAlignedInsn(s.p, s.images, proc.LandingSyscallRet, 1)
+			rt, err2 := target.FindAlignedInsn(s.p, s.images, proc.LandingRestoreRT, 1)
+			if err1 == nil && err2 == nil {
+				s.p.Landing = &proc.Landing{SyscallRet: ret, RestoreRT: rt}
+			}
+		}
 	}
 	tids, err := s.p.Threads()
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hotpatch/hotpatch/internal/faults"
 )
 
 var (
@@ -39,6 +41,10 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// FaultMidSyscall is the fault point right after an injected system call
+// starts running.
+const FaultMidSyscall = "mid-syscall"
+
 // Thread is a seized thread of the target that is currently stopped.
 type Thread struct {
 	TID  int
@@ -62,6 +68,9 @@ type Process struct {
 	// SyscallInsn is the address of a system call instruction inside the
 	// target, used by Syscall. The caller finds it in the target's code.
 	SyscallInsn uint64
+	// Landing, when set, makes injected system calls safe to abandon
+	// (see Landing).
+	Landing *Landing
 }
 
 // Open opens a process for memory access and control. It does not stop it.
@@ -391,6 +400,10 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 		saved := t.Regs
 		call := saved
 		call.setSyscall(p.syscallSite(t), nr, args)
+		if err := p.prepareLanding(t, &call, &saved); err != nil {
+			call = saved
+			call.setSyscall(p.syscallSite(t), nr, args)
+		}
 		if err := setRegs(t.TID, &call); err != nil {
 			return &Error{Op: "set registers", TID: t.TID, Err: err}
 		}
@@ -404,6 +417,9 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 		for stops := 0; stops < 2; {
 			if err := unix.PtraceSyscall(t.TID, 0); err != nil {
 				return &Error{Op: "resume to syscall", TID: t.TID, Err: err}
+			}
+			if stops == 0 {
+				faults.Point(FaultMidSyscall)
 			}
 			ws, err := p.wait(t)
 			if err != nil {
