@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -221,8 +222,8 @@ func (p *Process) StopAll() ([]*Thread, error) {
 					continue
 				}
 				if err := seize(tid); err != nil {
-					if err == unix.ESRCH {
-						continue // exited meanwhile
+					if err == unix.ESRCH || (err == unix.EPERM && p.exited(tid)) {
+						continue // exited meanwhile; a zombie cannot be seized
 					}
 					seizeErr = seizeError(tid, err)
 					break
@@ -273,6 +274,18 @@ func (p *Process) StopAll() ([]*Thread, error) {
 	return p.Stopped(), nil
 }
 
+// exited reports whether thread tid is gone or a zombie that only waits to
+// be reaped: ptrace refuses those with EPERM, which then means nothing.
+func (p *Process) exited(tid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/task/" + strconv.Itoa(tid) + "/stat")
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
+}
+
 func seizeError(tid int, err error) error {
 	if err == unix.EPERM {
 		return &Error{Op: "seize", TID: tid, Err: fmt.Errorf("%w (another tracer attached, or missing CAP_SYS_PTRACE)", ErrPermission)}
@@ -283,7 +296,7 @@ func seizeError(tid int, err error) error {
 // seizeAndStop must run on the ptrace thread.
 func (p *Process) seizeAndStop(tid int) (*Thread, error) {
 	if err := seize(tid); err != nil {
-		if err == unix.ESRCH {
+		if err == unix.ESRCH || (err == unix.EPERM && p.exited(tid)) {
 			return nil, &Error{Op: "seize", TID: tid, Err: ErrThreadGone}
 		}
 		return nil, seizeError(tid, err)
