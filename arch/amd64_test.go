@@ -2,6 +2,7 @@ package arch
 
 import (
 	"encoding/binary"
+	"errors"
 	"testing"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -189,5 +190,29 @@ func TestBranchesInto(t *testing.T) {
 	}
 	if AMD64.BranchesInto(code, 0x1000, 0x1000, 0x1002) {
 		t.Error("no branch targets +1")
+	}
+}
+
+// A RIP-relative operand that reads the bytes the new jump overwrites
+// would read the jump instead: an earlier patch's long jump keeps its
+// target right after the instruction.
+func TestDisplaceReadsOverwrittenBytes(t *testing.T) {
+	const addr, to = 0x401000, 0x7000000
+	stacked := []byte{0xff, 0x25, 0, 0, 0, 0, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11}
+	if _, _, _, err := AMD64.Displace(stacked, addr, 14, to); !errors.Is(err, ErrCannotDisplace) {
+		t.Errorf("long jump over a long jump: want ErrCannotDisplace, got %v", err)
+	}
+	// A short jump leaves the old target in place.
+	out, covered, falls, err := AMD64.Displace(stacked, addr, 5, to)
+	if err != nil || covered != 6 || falls {
+		t.Fatalf("short jump over a long jump: covered %d falls %v: %v", covered, falls, err)
+	}
+	if inst := decodeAll(t, out)[0]; pcTarget(inst, to) != addr+6 {
+		t.Errorf("moved %v reads %#x, want %#x", inst, pcTarget(inst, to), addr+6)
+	}
+	// cmpb $0, 3(%rip) reads the byte at +10: inside a 14-byte jump.
+	cmp := []byte{0x80, 0x3d, 3, 0, 0, 0, 0, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90}
+	if _, _, _, err := AMD64.Displace(cmp, addr, 14, to); !errors.Is(err, ErrCannotDisplace) {
+		t.Errorf("cmpb into the jump: want ErrCannotDisplace, got %v", err)
 	}
 }

@@ -58,6 +58,9 @@ func amd64Displace(code []byte, addr uint64, n int, to uint64) (out []byte, cove
 		case inst.PCRel == 4:
 			disp := int64(int32(binary.LittleEndian.Uint32(raw[inst.PCRelOff:])))
 			target := int64(oldNext) + disp
+			if readsOverwritten(inst, uint64(target), addr, n) {
+				return nil, 0, false, fmt.Errorf("%w: %v reads %#x, which the jump overwrites", ErrCannotDisplace, inst, target)
+			}
 			nd := target - int64(at+uint64(inst.Len))
 			if !fitsInt32(nd) {
 				return nil, 0, false, fmt.Errorf("%w: %v reaches %#x, out of range from %#x", ErrCannotDisplace, inst, target, at)
@@ -87,6 +90,21 @@ func amd64Displace(code []byte, addr uint64, n int, to uint64) (out []byte, cove
 		}
 	}
 	return out, covered, true, nil
+}
+
+// readsOverwritten reports whether inst's RIP-relative memory operand at
+// target overlaps the n bytes at addr: once the jump is written, the
+// moved copy would read the jump instead of the original bytes.
+func readsOverwritten(inst x86asm.Inst, target, addr uint64, n int) bool {
+	if inst.Op == x86asm.LEA {
+		return false // an address, not a read
+	}
+	for _, a := range inst.Args {
+		if m, ok := a.(x86asm.Mem); ok && m.Base == x86asm.RIP {
+			return target < addr+uint64(n) && target+uint64(max(inst.MemBytes, 1)) > addr
+		}
+	}
+	return false
 }
 
 func isJcc(op x86asm.Op) bool {

@@ -296,14 +296,25 @@ func arm64TLSSequenceLen(typ uint32) uint64 {
 
 func arm64Apply(r *Reloc) error {
 	d, off := r.Data, r.Offset
-	if off+4 > uint64(len(d)) {
-		return fmt.Errorf("field at %#x past section end", off)
+	pastEnd := func() error { return fmt.Errorf("field at %#x past section end", off) }
+	// The smallest field (ABS16, PREL16) is two bytes; instructions are four.
+	if off+2 > uint64(len(d)) {
+		return pastEnd()
 	}
-	insn := le32(d[off:])
-	put := func(w uint32) error { put32le(d[off:], w); return nil }
+	var insn uint32
+	if off+4 <= uint64(len(d)) {
+		insn = le32(d[off:])
+	}
+	put := func(w uint32) error {
+		if off+4 > uint64(len(d)) {
+			return pastEnd()
+		}
+		put32le(d[off:], w)
+		return nil
+	}
 	data := func(v uint64, size int, lo, hi int64) error {
 		if off+uint64(size) > uint64(len(d)) {
-			return fmt.Errorf("field at %#x past section end", off)
+			return pastEnd()
 		}
 		if size < 8 && (int64(v) < lo || int64(v) >= hi) {
 			return fmt.Errorf("value %#x: %w", v, ErrOutOfRange)

@@ -501,3 +501,47 @@ func TestArchLookup(t *testing.T) {
 		t.Errorf("riscv: %v", err)
 	}
 }
+
+// An earlier patch's long jump loads its target from the literal after it;
+// a new long jump over it overwrites that literal, so the copy would load
+// the new jump's target and loop.
+func TestARM64DisplaceReadsOverwrittenBytes(t *testing.T) {
+	const addr = 0x40_1000
+	stacked := words(a64LDRX16P8, a64BRX16, 0x1234, 0)
+	if _, _, _, err := ARM64.Displace(stacked, addr, 16, addr+0x1000); !errors.Is(err, ErrCannotDisplace) {
+		t.Errorf("long jump over a long jump: want ErrCannotDisplace, got %v", err)
+	}
+	// ldr w1, #12 reads the word at +12, inside a 16-byte jump; #16 is past it.
+	if _, _, _, err := ARM64.Displace(words(0x18000061, a64NOP, a64NOP, a64NOP), addr, 16, addr+0x1000); !errors.Is(err, ErrCannotDisplace) {
+		t.Errorf("literal inside the jump: want ErrCannotDisplace, got %v", err)
+	}
+	if _, _, _, err := ARM64.Displace(words(0x18000081, a64NOP, a64NOP, a64NOP), addr, 16, addr+0x1000); err != nil {
+		t.Errorf("literal after the jump: %v", err)
+	}
+}
+
+// A 16-bit data field may end its section: only its own two bytes must exist.
+func TestARM64Data16AtSectionEnd(t *testing.T) {
+	for _, c := range []struct {
+		typ  elf.R_AARCH64
+		S    uint64
+		P    uint64
+		want uint16
+	}{
+		{elf.R_AARCH64_ABS16, 0x1234, 0x40_0000, 0x1236},
+		{elf.R_AARCH64_PREL16, 0x40_0100, 0x40_0000, 0x102},
+	} {
+		buf := []byte{0xaa, 0xbb, 0xcc, 0xdd, 0, 0}
+		if err := ARM64.Apply(&Reloc{Type: uint32(c.typ), Data: buf, Offset: 4, P: c.P, S: c.S, A: 2}); err != nil {
+			t.Errorf("%v: %v", c.typ, err)
+			continue
+		}
+		if got := binary.LittleEndian.Uint16(buf[4:]); got != c.want || buf[3] != 0xdd {
+			t.Errorf("%v: field %#x, want %#x (% x)", c.typ, got, c.want, buf)
+		}
+	}
+	// An instruction field still needs four bytes.
+	if err := ARM64.Apply(&Reloc{Type: uint32(elf.R_AARCH64_CALL26), Data: make([]byte, 6), Offset: 4, P: 0x1000, S: 0x1000}); err == nil {
+		t.Error("CALL26 with two bytes left must fail")
+	}
+}

@@ -139,6 +139,20 @@ func a64Relocate(w uint32, pc, at uint64) ([]byte, error) {
 	return nil, fmt.Errorf("%w: instruction %#08x at %#x refers to %#x, out of reach from %#x", ErrCannotDisplace, w, pc, target, at)
 }
 
+// a64LitSize is how many bytes a literal load reads (PRFM: none).
+func a64LitSize(w uint32) uint64 {
+	opc, simd := w>>30, w&(1<<26) != 0
+	switch {
+	case opc == 3:
+		return 0
+	case simd:
+		return 4 << opc
+	case opc == 1:
+		return 8
+	}
+	return 4
+}
+
 // arm64Displace relocates the instructions an n-byte jump at addr
 // overwrites so they run at to. It stops early after an unconditional
 // transfer; when fallsThrough is true the caller appends a jump back to
@@ -152,6 +166,10 @@ func arm64Displace(code []byte, addr uint64, n int, to uint64) (out []byte, cove
 			return nil, 0, false, fmt.Errorf("%w: function ends inside the jump", ErrCannotDisplace)
 		}
 		w := le32(code[covered:])
+		if kind, lit := a64Decode(w, addr+uint64(covered)); kind == a64LDRLit && a64LitSize(w) > 0 && lit < addr+uint64(n) && lit+a64LitSize(w) > addr {
+			// Once the jump is written, the copy would load the jump.
+			return nil, 0, false, fmt.Errorf("%w: literal load at %#x reads %#x, which the jump overwrites", ErrCannotDisplace, addr+uint64(covered), lit)
+		}
 		moved, err := a64Relocate(w, addr+uint64(covered), to+uint64(len(out)))
 		if err != nil {
 			return nil, 0, false, err

@@ -45,6 +45,9 @@ type Resolver func(name string, tls bool) (Resolved, error)
 // gotSymbol names the GOT of the object being linked: here, the patch's own.
 const gotSymbol = "_GLOBAL_OFFSET_TABLE_"
 
+// maxSectionSize bounds one section: more than the patch could reach.
+const maxSectionSize = 1 << 30
+
 // Page is the granule regions are aligned to.
 const Page = 4096
 
@@ -140,6 +143,10 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText, reserv
 		}
 		if s.Flags&elf.SHF_TLS != 0 {
 			continue // TLS symbols bind to the base's variables
+		}
+		if s.Size > maxSectionSize || s.Align > maxSectionSize {
+			// Both come from the file; a bogus one would wrap the layout.
+			return nil, fmt.Errorf("%w: section %s is %#x bytes, aligned to %#x", ErrNotSupported, s.Name, s.Size, s.Align)
 		}
 		k := kROData
 		switch {
@@ -258,7 +265,8 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText, reserv
 			case arch.NeedPLT:
 				// A call reaching less far than the patch may lie from
 				// the image gets a stub for any target outside the patch.
-				if isExt && (ext.Far || a.CallReach > 0 && a.CallReach < a.Reach()) {
+				// An undefined weak symbol is 0, out of any direct reach.
+				if isExt && (ext.Far || ext.Addr == 0 || a.CallReach > 0 && a.CallReach < a.Reach()) {
 					if _, ok := p.stub[r.Symbol]; !ok {
 						p.stub[r.Symbol] = len(p.stub)
 						p.addGOT(gotKey{sym: r.Symbol})

@@ -136,7 +136,8 @@ func LoadSymbols(path, name string) (*Symbols, error) {
 	if dynErr == nil {
 		for _, es := range dyn {
 			typ, bind := elf.ST_TYPE(es.Info), elf.ST_BIND(es.Info)
-			if es.Section == elf.SHN_UNDEF || (bind != elf.STB_GLOBAL && bind != elf.STB_WEAK) {
+			// STB_LOOS is STB_GNU_UNIQUE on GNU systems (g++'s template statics).
+			if es.Section == elf.SHN_UNDEF || (bind != elf.STB_GLOBAL && bind != elf.STB_WEAK && bind != elf.STB_LOOS) {
 				continue
 			}
 			if es.HasVersion && es.VersionIndex.IsHidden() {
@@ -195,7 +196,16 @@ func (s *Symbols) Lookup(name, file string) (Symbol, error) {
 	}
 	switch {
 	case len(globals) > 0:
-		return s.All[globals[0]], nil
+		// The plain name, then the default version (NAME@@VER); NAME@VER
+		// is an older version unless it is the only one (an executable's
+		// copy of a library's data).
+		best := globals[0]
+		for _, i := range globals[1:] {
+			if versionRank(s.All[i].Name, name) < versionRank(s.All[best].Name, name) {
+				best = i
+			}
+		}
+		return s.All[best], nil
 	case len(locals) == 1:
 		return s.All[locals[0]], nil
 	case len(locals) > 1:
@@ -249,6 +259,11 @@ func (s *Symbols) Room(sym Symbol) uint64 {
 	if i < len(s.starts) && s.starts[i] < end {
 		end = s.starts[i]
 	}
+	if s.Source == ".dynsym" {
+		// Static functions are not listed: the bytes past the function
+		// may be one of them rather than padding.
+		end = min(end, sym.Value+sym.Size)
+	}
 	return end - sym.Value
 }
 
@@ -269,4 +284,15 @@ func ReadFunction(path string, sym Symbol) ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("%s: %#x+%d is not in a loaded segment", sym.Name, sym.Value, sym.Size)
+}
+
+// versionRank orders the .symtab names a plain-name lookup may bind to.
+func versionRank(symName, name string) int {
+	switch {
+	case symName == name:
+		return 0
+	case strings.HasPrefix(symName, name+"@@"):
+		return 1
+	}
+	return 2
 }

@@ -2,8 +2,10 @@ package target
 
 import (
 	"errors"
+	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -94,5 +96,123 @@ func TestSymbols(t *testing.T) {
 	code, err := ReadFunction(bin, cb)
 	if err != nil || uint64(len(code)) != cb.Size {
 		t.Errorf("read function: %d bytes, %v", len(code), err)
+	}
+}
+
+// A shared library's .symtab names each versioned definition NAME@@VER
+// (default) or NAME@VER (older, hidden). A reference by plain name binds to
+// the default version, as the dynamic linker binds a new reference.
+func TestLookupDefaultVersion(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("needs gcc")
+	}
+	dir := t.TempDir()
+	src, vmap, lib := filepath.Join(dir, "v.c"), filepath.Join(dir, "v.map"), filepath.Join(dir, "libv.so")
+	var c, v1, v2 strings.Builder
+	const n = 30
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&c, "int n%d(void) { return %d; }\nint o%d(void) { return -%d; }\n", i, i, i, i)
+		fmt.Fprintf(&c, "__asm__(\".symver n%d, f%d@@V2\");\n__asm__(\".symver o%d, f%d@V1\");\n", i, i, i, i)
+		fmt.Fprintf(&v1, "f%d; ", i)
+		fmt.Fprintf(&v2, "f%d; ", i)
+	}
+	write(t, src, c.String())
+	write(t, vmap, "V1 { global: "+v1.String()+"local: *; };\nV2 { global: "+v2.String()+"} V1;\n")
+	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-O2", "-o", lib, src, "-Wl,--version-script="+vmap).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	syms, err := LoadSymbols(lib, lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("f%d", i)
+		want, ok := syms.LookupDynamic(name)
+		if !ok {
+			t.Fatalf("%s not exported", name)
+		}
+		got, err := syms.Lookup(name, "")
+		if err != nil || got.Value != want.Value {
+			t.Errorf("%s binds to %s at %#x (%v), want the default version at %#x", name, got.Name, got.Value, err, want.Value)
+		}
+	}
+}
+
+// With only .dynsym, static functions are invisible: the bytes after an
+// exported function may be one of them, so a jump may use only the
+// function's own bytes.
+func TestRoomWithoutStaticSymbols(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("needs gcc")
+	}
+	if _, err := exec.LookPath("strip"); err != nil {
+		t.Skip("needs strip")
+	}
+	dir := t.TempDir()
+	src, bin, stripped := filepath.Join(dir, "r.c"), filepath.Join(dir, "r"), filepath.Join(dir, "r.stripped")
+	write(t, src, `__attribute__((noinline)) int tiny(int x) { return x; }
+static __attribute__((noinline)) int helper(int x) { return x * 3 + 1; }
+int main(int c, char **v) { return tiny(c) + helper(c); }
+`)
+	if out, err := exec.Command("gcc", "-Os", "-fno-toplevel-reorder", "-fno-reorder-functions", "-fno-align-functions",
+		"-rdynamic", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("strip", "-o", stripped, bin).CombinedOutput(); err != nil {
+		t.Fatalf("strip: %v\n%s", err, out)
+	}
+	full, err := LoadSymbols(bin, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tiny, err := full.Lookup("tiny", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper, err := full.Lookup("helper", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if helper.Value <= tiny.Value {
+		t.Skipf("gcc placed helper at %#x before tiny at %#x", helper.Value, tiny.Value)
+	}
+	dyn, err := LoadSymbols(stripped, stripped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dyn.Source != ".dynsym" {
+		t.Skipf("symbols come from %s", dyn.Source)
+	}
+	sym, err := dyn.Lookup("tiny", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if room := dyn.Room(sym); sym.Value+room > helper.Value {
+		t.Errorf("room %d from %#x reaches into the static helper at %#x", room, sym.Value, helper.Value)
+	}
+}
+
+// g++ exports template static data as STB_GNU_UNIQUE; the dynamic linker
+// binds new references to it like to any global.
+func TestLookupDynamicUnique(t *testing.T) {
+	if _, err := exec.LookPath("g++"); err != nil {
+		t.Skip("needs g++")
+	}
+	dir := t.TempDir()
+	src, lib := filepath.Join(dir, "u.cc"), filepath.Join(dir, "libu.so")
+	write(t, src, "template<class T> struct S { static int v; };\ntemplate<class T> int S<T>::v = 5;\nint use() { return S<int>::v++; }\n")
+	if out, err := exec.Command("g++", "-shared", "-fPIC", "-O2", "-o", lib, src).CombinedOutput(); err != nil {
+		t.Fatalf("g++: %v\n%s", err, out)
+	}
+	syms, err := LoadSymbols(lib, lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := syms.Lookup("_ZN1SIiE1vE", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := syms.LookupDynamic("_ZN1SIiE1vE"); !ok || got.Value != want.Value {
+		t.Errorf("unique symbol: %+v %v, want value %#x", got, ok, want.Value)
 	}
 }
