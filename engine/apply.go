@@ -559,6 +559,19 @@ func (s *session) resolver(img *target.Image, syms *target.Symbols) link.Resolve
 				return link.Resolved{}, fmt.Errorf("%s: thread-local mismatch between patch and target", name)
 			}
 			r := link.Resolved{Addr: img.Bias + sym.Value, Size: sym.Size, Origin: img.Path, TLS: tls}
+			if sym.Bind != elf.STB_LOCAL && sym.Type == elf.STT_OBJECT && !img.Main {
+				// A library's exported variable may be interposed (an
+				// executable's copy relocation): its own GOT slot says
+				// which definition is live.
+				if slot, ok := syms.GOTSlot(name); ok {
+					b := make([]byte, 8)
+					if _, err := s.p.ReadAt(b, img.Bias+slot); err == nil {
+						if live := le64(b); live != 0 && live != r.Addr {
+							r.Addr, r.Far = live, live < img.Lo || live >= img.Hi
+						}
+					}
+				}
+			}
 			if sym.Type == elf.STT_GNU_IFUNC {
 				if r.Addr, err = s.ifuncTarget(img, syms, sym); err != nil {
 					return link.Resolved{}, err

@@ -66,6 +66,8 @@ type Symbols struct {
 	dyn    map[string]int // default-version dynamic symbols, index into dynAll
 	dynAll []Symbol
 	irel   map[uint64]uint64
+	// gotSlots maps symbol names to the GOT slots of GLOB_DAT relocations.
+	gotSlots map[string]uint64
 }
 
 // LoadSymbols reads the symbols of an ELF file: .symtab, else .dynsym plus
@@ -76,7 +78,7 @@ func LoadSymbols(path, name string) (*Symbols, error) {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
 	defer f.Close()
-	s := &Symbols{Image: name, byName: map[string][]int{}, secEnd: map[elf.SectionIndex]uint64{}, dyn: map[string]int{}, irel: map[uint64]uint64{}}
+	s := &Symbols{Image: name, byName: map[string][]int{}, secEnd: map[elf.SectionIndex]uint64{}, dyn: map[string]int{}, irel: map[uint64]uint64{}, gotSlots: map[string]uint64{}}
 	for i, sec := range f.Sections {
 		s.secEnd[elf.SectionIndex(i)] = sec.Addr + sec.Size
 	}
@@ -157,12 +159,13 @@ func (s *Symbols) loadIRelative(f *elf.File) {
 	if f.Machine != elf.EM_X86_64 && f.Machine != elf.EM_AARCH64 {
 		return
 	}
-	irelative := uint32(elf.R_X86_64_IRELATIVE)
+	irelative, globDat := uint32(elf.R_X86_64_IRELATIVE), uint32(elf.R_X86_64_GLOB_DAT)
 	if f.Machine == elf.EM_AARCH64 {
-		irelative = uint32(elf.R_AARCH64_IRELATIVE)
+		irelative, globDat = uint32(elf.R_AARCH64_IRELATIVE), uint32(elf.R_AARCH64_GLOB_DAT)
 	}
+	dyn, _ := f.DynamicSymbols() // index i+1 in relocations: the null symbol is left out
 	for _, sec := range f.Sections {
-		if sec.Type != elf.SHT_RELA {
+		if sec.Type != elf.SHT_RELA || sec.Flags&elf.SHF_ALLOC == 0 {
 			continue
 		}
 		data, err := sec.Data()
@@ -173,11 +176,25 @@ func (s *Symbols) loadIRelative(f *elf.File) {
 			r := f.ByteOrder.Uint64(data[off:])
 			info := f.ByteOrder.Uint64(data[off+8:])
 			addend := f.ByteOrder.Uint64(data[off+16:])
-			if uint32(info) == irelative {
+			switch uint32(info) {
+			case irelative:
 				s.irel[addend] = r
+			case globDat:
+				if i := int(info>>32) - 1; i >= 0 && i < len(dyn) {
+					s.gotSlots[dyn[i].Name] = r
+				}
 			}
 		}
 	}
+}
+
+// GOTSlot returns the link-time address of the GOT slot through which this
+// image reaches the named symbol, when it has one. At run time the slot
+// holds whatever definition the dynamic linker bound, which for a
+// library's exported data may be a copy in the executable.
+func (s *Symbols) GOTSlot(name string) (uint64, bool) {
+	slot, ok := s.gotSlots[name]
+	return slot, ok
 }
 
 // Lookup finds a defined symbol by name. A global symbol wins over locals;

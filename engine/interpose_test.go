@@ -1,0 +1,40 @@
+package engine_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/internal/fixture"
+)
+
+// TestLibraryDataCopiedIntoExecutable: a patch to a shared library that
+// reads the library's exported variable must reach the live copy the
+// executable holds (a copy relocation), not the library's unused original.
+func TestLibraryDataCopiedIntoExecutable(t *testing.T) {
+	fixture.Require(t)
+	dir := t.TempDir()
+	src := fixture.Dir(t, "sharedlib")
+	lib := filepath.Join(dir, "libdata.so")
+	fixture.GCC(t, "-O2", "-g", "-shared", "-fPIC", "-o", lib, filepath.Join(src, "data.c"))
+	bin := filepath.Join(dir, "datamain")
+	fixture.GCC(t, "-O2", "-o", bin, filepath.Join(src, "data_main.c"), "-L"+dir, "-ldata", "-Wl,-rpath,$ORIGIN")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "counter=", waitLine)
+	spec := fixture.Pack(t, lib, object(t, "sharedlib", "data_v2.c"), "data-fix", "lib_get=lib_get_v2")
+	apply(t, p.PID, spec, 5*time.Second)
+	line := p.WaitFor(t, p.Mark(), "get=1", waitLine)
+	m := regexp.MustCompile(`get=(\d+) counter=(\d+)`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("unexpected line %q", line)
+	}
+	get, _ := strconv.Atoi(m[1])
+	counter, _ := strconv.Atoi(m[2])
+	if get != counter+1000 {
+		t.Fatalf("patched code read %d, want the live counter %d + 1000 (it read the library's unused original)", get-1000, counter)
+	}
+	t.Log(fmt.Sprintf("patched: %s", line))
+}
