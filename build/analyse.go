@@ -14,6 +14,12 @@ import (
 // analyse compares the two builds and makes the patch image.
 func (b *builder) analyse(origRecs, patchedRecs []CompileRecord, res *Result) error {
 	om, pm := latest(origRecs), latest(patchedRecs)
+	created := map[string]bool{}
+	for _, f := range b.diff.Files {
+		if f.New {
+			created[filepath.Clean(f.Path)] = true
+		}
+	}
 	bySource := map[string][]*unit{}
 	var sources []string
 	for _, k := range sortedKeys(pm) {
@@ -27,6 +33,11 @@ func (b *builder) analyse(origRecs, patchedRecs []CompileRecord, res *Result) er
 		}
 		if pr.Lang == "asm" {
 			return fmt.Errorf("%w: %s is assembly and it changed; only C and C++ changes can be patched", ErrUnsupported, pr.Source)
+		}
+		if !hasOrig && !created[filepath.Clean(pr.Source)] {
+			// Without the original object its changes cannot be seen; taken
+			// for a new file's functions they would be left out.
+			return fmt.Errorf("%w: the original build did not compile %s into %s (its object looked up to date), the fixed build did; clean the tree (e.g. make clean) and build again", ErrUnsupported, pr.Source, pr.Output)
 		}
 		po, err := loadObject(pr.Copy)
 		if err != nil {
@@ -55,6 +66,7 @@ func (b *builder) analyse(origRecs, patchedRecs []CompileRecord, res *Result) er
 	for _, src := range sources {
 		var firstErr error
 		chosen := false
+		covered := map[uint64]bool{}
 		for _, u := range bySource[src] {
 			if u.orig == nil {
 				selected, chosen = append(selected, u), true
@@ -72,6 +84,21 @@ func (b *builder) analyse(origRecs, patchedRecs []CompileRecord, res *Result) er
 				}
 				continue
 			}
+			if chosen {
+				// Another object of the source (a static and a shared build,
+				// or one compiled twice with other macros into functions of
+				// other names) counts only for functions not yet replaced.
+				fresh := false
+				for _, r := range rs {
+					fresh = fresh || !covered[r.tsym.Value]
+				}
+				if !fresh {
+					continue
+				}
+			}
+			for _, r := range rs {
+				covered[r.tsym.Value] = true
+			}
 			for k, v := range obs {
 				observed[k] = v
 			}
@@ -79,7 +106,6 @@ func (b *builder) analyse(origRecs, patchedRecs []CompileRecord, res *Result) er
 				res.LineOnly = append(res.LineOnly, u.qualified(p))
 			}
 			selected, reps, chosen = append(selected, u), append(reps, rs...), true
-			break
 		}
 		if !chosen && firstErr != nil {
 			return firstErr

@@ -76,6 +76,7 @@ type builder struct {
 	tgt  *targetImage
 	diff *Diff
 	raw  []byte
+	tree string // the scratch copy of the source tree
 }
 
 // Build makes a patch image from a source tree and a fix. The image is
@@ -153,6 +154,7 @@ func sanitizeID(s string) string {
 // what the fix touches is compiled twice.
 func (b *builder) buildTwice(ctx context.Context, work string, res *Result) (orig, patched []CompileRecord, err error) {
 	tree := filepath.Join(work, "src")
+	b.tree = tree
 	if err := copyTree(b.opts.Src, tree); err != nil {
 		return nil, nil, fmt.Errorf("copy source tree: %w", err)
 	}
@@ -338,11 +340,11 @@ func (b *builder) runBuild(ctx context.Context, stage, dir string, env []string)
 // time of the copy, so that everything built from them is rebuilt.
 var sourceExt = map[string]bool{
 	".c": true, ".h": true, ".cc": true, ".cpp": true, ".cxx": true, ".c++": true, ".C": true, ".H": true,
-	".hh": true, ".hpp": true, ".hxx": true, ".h++": true, ".inl": true, ".ipp": true, ".tcc": true, ".i": true, ".ii": true,
+	".cp": true, ".CPP": true, ".hh": true, ".hpp": true, ".hxx": true, ".h++": true, ".inl": true, ".ipp": true, ".tcc": true, ".i": true, ".ii": true,
 }
 
 // compiledExt are the source extensions a compiler turns into objects.
-var compiledExt = map[string]bool{".c": true, ".cc": true, ".cpp": true, ".cxx": true, ".c++": true, ".C": true}
+var compiledExt = map[string]bool{".c": true, ".cc": true, ".cpp": true, ".cxx": true, ".c++": true, ".C": true, ".cp": true, ".CPP": true}
 
 // copyTree copies a source tree, keeping modification times so that the
 // build system sees it as it was (autotools would otherwise regenerate
@@ -374,6 +376,19 @@ func copyTree(src, dst string) error {
 			if err != nil {
 				return err
 			}
+			// A link into the tree must lead into the copy, not to the
+			// user's files; a relative one out of it to where it led.
+			dest := l
+			if !filepath.IsAbs(dest) {
+				dest = filepath.Join(filepath.Dir(p), l)
+			}
+			if r, ok := within(src, dest); ok {
+				if filepath.IsAbs(l) {
+					l = filepath.Join(dst, r)
+				}
+			} else if !filepath.IsAbs(l) {
+				l = dest
+			}
 			return os.Symlink(l, to)
 		case !info.Mode().IsRegular():
 			return nil
@@ -393,6 +408,21 @@ func copyTree(src, dst string) error {
 		}
 		return os.Chtimes(to, mtime, mtime)
 	})
+}
+
+// within returns p relative to root if p is inside root, also when root
+// is reached through symbolic links.
+func within(root, p string) (string, bool) {
+	roots := []string{filepath.Clean(root)}
+	if r, err := filepath.EvalSymlinks(root); err == nil {
+		roots = append(roots, r)
+	}
+	for _, r := range roots {
+		if rel, err := filepath.Rel(r, filepath.Clean(p)); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return rel, true
+		}
+	}
+	return "", false
 }
 
 // latest keeps, for each (source, output), the last compile.

@@ -339,8 +339,12 @@ func TestRefusals(t *testing.T) {
 		{"refuse-datainit", "data-init", "limit@data.c", "initial value of existing data changes", false},
 		{"refuse-ctor", "constructor", "init@data.c", "constructors already ran", false},
 		{"refuse-staticremoved", "static-local-removed", "calls.0@data.c", "no longer uses this static variable", true},
+		{"refuse-staticremoved-cxx", "static-local-removed", "_ZZ4stepiE5calls@data.cc", "no longer uses this static variable", true},
 		{"refuse-newtls", "new-tls", "depth@data.c", "new thread-local variable", false},
+		{"refuse-newtls-extern", "new-tls", "depth", "new thread-local variable", false},
 		{"refuse-struct", "struct-layout", "struct config", "existing data of the old layout is used by variable cfg", false},
+		{"refuse-typedefstruct", "struct-layout", "typedef config_t", "existing data of the old layout is used by variable cfg", false},
+		{"refuse-structparam", "struct-layout", "struct req", "existing data of the old layout is used by function handle", false},
 	}
 	for _, c := range cases {
 		t.Run(c.dir, func(t *testing.T) {

@@ -77,7 +77,8 @@ func functionOwners(o *object) map[*symbol]map[string]bool {
 		if p == nil {
 			continue
 		}
-		owner := coldRE.ReplaceAllString(p.name, "")
+		// A part or clone (foo.part.0, foo.isra.0) uses foo's statics.
+		owner := cloneSuffix.ReplaceAllString(p.name, "")
 		for _, r := range sec.relocs {
 			t, _ := r.target()
 			if isData(t) {
@@ -441,18 +442,28 @@ func staticLocalsOf(sec *section) []*symbol {
 }
 
 // checkStaticLocals refuses a changed function that no longer uses a
-// static variable its old version used: the state it held is dropped.
+// static variable its old version used, unless another function of the
+// fixed file (a part or clone gcc split off, a function it is inlined
+// into) still does: otherwise the state it held is dropped.
 func (u *unit) checkStaticLocals() {
-	for _, p := range u.changed {
-		o := u.corr[p]
-		used := map[*symbol]bool{}
-		for _, s := range staticLocalsOf(p.sec) {
+	used := map[*symbol]bool{}
+	for _, sec := range u.patched.secs {
+		if !sec.exec() || !sec.alloc() {
+			continue
+		}
+		for _, s := range staticLocalsOf(sec) {
 			if c := u.corr[s]; c != nil {
 				used[c] = true
 			}
 		}
+	}
+	reported := map[*symbol]bool{}
+	for _, p := range u.changed {
+		o := u.corr[p]
 		for _, s := range staticLocalsOf(o.sec) {
-			if !used[s] && staticLocalRE.MatchString(s.name) {
+			// gcc names a C function's statics NAME.N, C++ mangles them _ZZ...
+			if !used[s] && !reported[s] && (staticLocalRE.MatchString(s.name) || strings.HasPrefix(s.name, "_ZZ")) {
+				reported[s] = true
 				u.refusals = append(u.refusals, Refusal{Kind: "static-local-removed", Symbol: u.qualified(s), Warning: true,
 					Reason: fmt.Sprintf("%s no longer uses this static variable; the state the running process keeps in it is abandoned", p.name)})
 			}

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Diff is a parsed unified diff (git or diff -ru), with paths stripped of
@@ -31,6 +32,11 @@ type Hunk struct {
 	NewStart, NewLen int
 	Lines            []string // each with its ' ', '-' or '+' prefix
 	line             int      // line of the @@ in the diff
+
+	// Where Apply put the hunk (0-based lines of the old and new file);
+	// it may be shifted from the header's numbers.
+	applied      bool
+	oldAt, newAt int
 }
 
 var hunkRE = regexp.MustCompile(`^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@`)
@@ -54,6 +60,13 @@ func ParseDiff(data []byte) (*Diff, error) {
 		case strings.HasPrefix(l, "--- ") && i+1 < len(lines) && strings.HasPrefix(lines[i+1], "+++ "):
 			inHeader = false
 			oldPath, newPath := diffPath(l[4:]), diffPath(lines[i+1][4:])
+			// diff -N dates the side a file is missing from at the epoch.
+			if epochStamp(l[4:]) {
+				oldPath = ""
+			}
+			if epochStamp(lines[i+1][4:]) {
+				newPath = ""
+			}
 			cur = &FileDiff{Path: newPath}
 			switch {
 			case newPath == "":
@@ -141,6 +154,22 @@ func diffPath(s string) string {
 	return filepath.Clean(s)
 }
 
+// epochStamp reports a --- or +++ line whose time stamp is the epoch, in
+// any time zone.
+func epochStamp(s string) bool {
+	i := strings.IndexByte(s, '\t')
+	if i < 0 {
+		return false
+	}
+	ts := strings.TrimSpace(s[i+1:])
+	for _, layout := range []string{"2006-01-02 15:04:05.999999999 -0700", "2006-01-02 15:04:05 -0700", "Mon Jan _2 15:04:05 2006"} {
+		if t, err := time.Parse(layout, ts); err == nil {
+			return t.Unix() == 0
+		}
+	}
+	return false
+}
+
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
 func atoiDef(s string, def int) int {
@@ -168,7 +197,7 @@ func (d *Diff) CVEs() []string {
 func (d *Diff) Apply(root string) error {
 	for _, f := range d.Files {
 		path := filepath.Join(root, f.Path)
-		if !strings.HasPrefix(path, filepath.Clean(root)+string(filepath.Separator)) {
+		if !strings.HasPrefix(path, filepath.Clean(root)+string(filepath.Separator)) || !resolvesInside(root, path) {
 			return &DiffError{File: f.Path, Msg: "path leaves the source tree"}
 		}
 		if f.Deleted {
@@ -206,6 +235,27 @@ func (d *Diff) Apply(root string) error {
 		}
 	}
 	return nil
+}
+
+// resolvesInside reports whether path's directory, with symbolic links
+// followed, is inside root: a diff is never applied through a link.
+func resolvesInside(root, path string) bool {
+	r, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return false
+	}
+	d := filepath.Dir(path)
+	for {
+		if _, err := os.Lstat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		d = filepath.Dir(d) // a directory the diff creates
+	}
+	real, err := filepath.EvalSymlinks(d)
+	if err != nil {
+		return false
+	}
+	return real == r || strings.HasPrefix(real, r+string(filepath.Separator))
 }
 
 const maxShift = 200
@@ -260,6 +310,7 @@ func (f *FileDiff) apply(old []string) ([]string, error) {
 		}
 		shift = at - start
 		out = append(out, old[pos:at]...)
+		f.Hunks[hi].applied, f.Hunks[hi].oldAt, f.Hunks[hi].newAt = true, at, len(out)
 		out = append(out, repl...)
 		pos = at + len(want)
 	}
@@ -286,13 +337,7 @@ func (f *FileDiff) LineMap() func(int) int {
 	var spans []span
 	shift, oldLine := 0, 1
 	for _, h := range f.Hunks {
-		o, n := h.OldStart, h.NewStart
-		if h.OldLen == 0 {
-			o++
-		}
-		if h.NewLen == 0 {
-			n++
-		}
+		o, n := h.start()
 		spans = append(spans, span{oldLine, o, shift})
 		for _, l := range h.Lines {
 			switch l[0] {
@@ -320,4 +365,43 @@ func (f *FileDiff) LineMap() func(int) int {
 		}
 		return 0
 	}
+}
+
+// start returns the old and new line numbers of the hunk's first line:
+// where Apply put it, else where its header says.
+func (h *Hunk) start() (o, n int) {
+	if h.applied {
+		return h.oldAt + 1, h.newAt + 1
+	}
+	o, n = h.OldStart, h.NewStart
+	if h.OldLen == 0 {
+		o++
+	}
+	if h.NewLen == 0 {
+		n++
+	}
+	return o, n
+}
+
+// ChangedLines returns the lines the diff removes (numbered in the old
+// file) and adds (numbered in the new file).
+func (f *FileDiff) ChangedLines() (removed, added map[int]bool) {
+	removed, added = map[int]bool{}, map[int]bool{}
+	for _, h := range f.Hunks {
+		o, n := h.start()
+		for _, l := range h.Lines {
+			switch l[0] {
+			case ' ':
+				o++
+				n++
+			case '-':
+				removed[o] = true
+				o++
+			case '+':
+				added[n] = true
+				n++
+			}
+		}
+	}
+	return removed, added
 }

@@ -220,6 +220,9 @@ func (e *emitter) resolve(sec *section, r reloc) (*outSym, int64, error) {
 			return nil, 0, e.refuse(Refusal{Kind: "common", Symbol: u.qualified(t), Reason: "tentative definition (common symbol); build with -fno-common"})
 		}
 		if def := e.newGlob[t.name]; def != nil {
+			if def.typ == elf.STT_TLS || def.sec.tls() {
+				return nil, 0, e.refuse(Refusal{Kind: "new-tls", Symbol: e.unitOf[def.sec.obj].qualified(def), Reason: "new thread-local variable; existing threads have no storage for it"})
+			}
 			e.include(def.sec)
 			return e.mapped(def), r.addend, nil
 		}

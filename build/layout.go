@@ -25,24 +25,37 @@ func readTypes(o *object) (*typeInfo, error) {
 	reach := func(t dwarf.Type) map[string]bool {
 		out := map[string]bool{}
 		var walk func(t dwarf.Type, depth int)
+		walkStruct := func(t *dwarf.StructType, key string, depth int) {
+			if t.Incomplete || out[key] {
+				return
+			}
+			out[key] = true
+			ti.layouts[key] = layoutOf(t)
+			for _, f := range t.Field {
+				walk(f.Type, depth+1)
+			}
+		}
 		walk = func(t dwarf.Type, depth int) {
 			if t == nil || depth > 32 {
 				return
 			}
 			switch t := t.(type) {
 			case *dwarf.StructType:
-				key := t.Kind + " " + t.StructName
-				if t.StructName == "" || t.Incomplete || out[key] {
-					return
-				}
-				out[key] = true
-				ti.layouts[key] = layoutOf(t)
-				for _, f := range t.Field {
-					walk(f.Type, depth+1)
+				if t.StructName != "" {
+					walkStruct(t, t.Kind+" "+t.StructName, depth)
 				}
 			case *dwarf.PtrType:
 				walk(t.Type, depth+1)
 			case *dwarf.TypedefType:
+				// typedef struct { ... } name_t: the typedef names it.
+				u := t.Type
+				for q, ok := u.(*dwarf.QualType); ok; q, ok = u.(*dwarf.QualType) {
+					u = q.Type
+				}
+				if st, ok := u.(*dwarf.StructType); ok && st.StructName == "" {
+					walkStruct(st, "typedef "+t.Name, depth)
+					return
+				}
 				walk(t.Type, depth+1)
 			case *dwarf.QualType:
 				walk(t.Type, depth+1)
@@ -74,7 +87,7 @@ func readTypes(o *object) (*typeInfo, error) {
 		}
 		name, _ := e.Val(dwarf.AttrName).(string)
 		switch e.Tag {
-		case dwarf.TagStructType, dwarf.TagClassType, dwarf.TagUnionType:
+		case dwarf.TagStructType, dwarf.TagClassType, dwarf.TagUnionType, dwarf.TagTypedef:
 			if name != "" {
 				if t, err := d.Type(e.Offset); err == nil {
 					reach(t)
@@ -93,13 +106,19 @@ func readTypes(o *object) (*typeInfo, error) {
 				}
 			}
 		case dwarf.TagSubprogram:
-			if e.Children && e.Val(dwarf.AttrLowpc) != nil {
-				link, _ := e.Val(dwarf.AttrLinkageName).(string)
-				if link == "" {
-					link = name
-				}
+			// Not only DIEs with code: a function also inlined in its file
+			// (or split into hot and cold parts) has its name, result and
+			// parameter types in an abstract DIE without an address.
+			link, _ := e.Val(dwarf.AttrLinkageName).(string)
+			if link == "" {
+				link = name
+			}
+			if e.Children && link != "" {
 				fn, fnDepth = link, depth+1
-				uses := map[string]bool{}
+				uses := ti.fnUses[fn]
+				if uses == nil {
+					uses = map[string]bool{}
+				}
 				if off, ok := e.Val(dwarf.AttrType).(dwarf.Offset); ok {
 					if t, err := d.Type(off); err == nil {
 						for k := range reach(t) {
@@ -170,7 +189,8 @@ func (u *unit) checkLayouts() error {
 			}
 		}
 		for _, p := range u.changed {
-			if o := u.corr[p]; o != nil && ot.fnUses[o.name][k] {
+			// A clone (foo.isra.0) is described under its function's name.
+			if o := u.corr[p]; o != nil && (ot.fnUses[o.name][k] || ot.fnUses[cloneSuffix.ReplaceAllString(o.name, "")][k]) {
 				users = append(users, "function "+o.name)
 			}
 		}

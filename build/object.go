@@ -236,6 +236,18 @@ func (r reloc) target() (*symbol, int64) {
 			}
 		}
 	}
+	if best == nil && pcRelative(r.typ) {
+		// An immediate of up to 4 bytes may follow the field
+		// (movl $7, x(%rip) has addend -8): x starts just after at.
+		for _, c := range s.sec.syms {
+			if c.typ == elf.STT_NOTYPE && strings.HasPrefix(c.name, ".L") {
+				continue
+			}
+			if v := int64(c.value); v > at && v <= at+4 && (best == nil || c.value < best.value) {
+				best = c
+			}
+		}
+	}
 	if best == nil {
 		// Past the end (x+size) or a section without named symbols.
 		if len(s.sec.syms) == 1 && s.sec.syms[0].value == 0 && !strings.HasPrefix(s.sec.syms[0].name, ".L") {

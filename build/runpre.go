@@ -58,6 +58,20 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 			return nil // inside the function: checked as a branch
 		}
 		if !t.defined() {
+			// Defined in another file of the target or in a library: the
+			// field must still lead to that name.
+			if ts, err := b.tgt.syms.Lookup(t.name, ""); err == nil && ts.Value == tAddr {
+				return nil
+			}
+			if name, ok := b.tgt.pltName(tAddr); ok {
+				if name != "" && name != t.name {
+					return fail(off, "refers to %s, the target's code goes through the PLT entry of %s at %#x", t.name, name, tAddr)
+				}
+				return nil
+			}
+			if ts, err := b.tgt.syms.Lookup(t.name, ""); err == nil && ts.Type != elf.STT_GNU_IFUNC {
+				return fail(off, "refers to %s at %#x in the target, where the target's %s is at %#x", t.name, tAddr, t.name, ts.Value)
+			}
 			return nil
 		}
 		if t.sec.merge() {
@@ -79,6 +93,9 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 		}
 		if ts.Value != tAddr {
 			if r.typ == elf.R_X86_64_PLT32 && !t.local() {
+				if name, ok := b.tgt.pltName(tAddr); ok && name != "" && name != t.name {
+					return fail(off, "calls %s, the target's code goes through the PLT entry of %s at %#x", t.name, name, tAddr)
+				}
 				return nil // a call through the PLT
 			}
 			return fail(off, "refers to %s at %#x in the target, where the target's %s is at %#x", t.name, tAddr, t.name, ts.Value)
@@ -87,7 +104,32 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 		return nil
 	}
 
-	i, j := 0, 0
+	var j int
+	// checkGOT checks a GOT-relative field o bytes into the instruction at
+	// i (j in the target): as linked it leads to the symbol's GOT slot or,
+	// relaxed to lea or addr32 call, to the symbol itself.
+	checkGOT := func(i int, r reloc, o int) error {
+		if !gotRelative(r.typ) || !pcRelative(r.typ) || relocSize(r.typ) != 4 || o < 2 || j+o+4 > len(tgt) {
+			return nil
+		}
+		t, _ := r.target()
+		if t.typ == elf.STT_SECTION || t.sec == sec {
+			return nil
+		}
+		addr := tgtAddr + uint64(j+o) + uint64(int64(int32(binary.LittleEndian.Uint32(tgt[j+o:])))) - uint64(r.addend)
+		if bytes.Equal(obj[i:i+o], tgt[j:j+o]) {
+			if name, ok := b.tgt.got[addr]; ok && name != t.name {
+				return fail(i, "refers to %s through the GOT, the target's code reads the GOT slot of %s at %#x", t.name, name, addr)
+			}
+			return nil
+		}
+		if op := tgt[j+o-2 : j+o]; op[0] == 0x8d || (op[0] == 0x67 && op[1] == 0xe8) {
+			return checkSym(i, r, addr)
+		}
+		return nil
+	}
+	i := 0
+	j = 0
 	for {
 		i, j = skipNops(obj, i), skipNops(tgt, j)
 		if i >= len(obj) || j >= len(tgt) {
@@ -141,6 +183,9 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 		case same:
 			for _, r := range rs {
 				if relaxed {
+					if err := checkGOT(i, r, int(r.off-base)-i); err != nil {
+						return nil, err
+					}
 					continue
 				}
 				o := int(r.off-base) - i

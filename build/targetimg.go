@@ -1,12 +1,14 @@
 package build
 
 import (
+	"bytes"
 	"debug/elf"
 	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/hotpatch/hotpatch/target"
+	"golang.org/x/arch/x86/x86asm"
 )
 
 // targetImage is the binary the patch is for.
@@ -17,6 +19,8 @@ type targetImage struct {
 	progs   []*elf.Prog
 	f       *elf.File
 	anchor  *target.Symbol
+	plt     map[uint64]string // PLT entry address -> the symbol its slot is for
+	got     map[uint64]string // GOT slot address -> its symbol (JUMP_SLOT, GLOB_DAT)
 }
 
 func openTarget(path string) (*targetImage, error) {
@@ -42,7 +46,74 @@ func openTarget(path string) (*targetImage, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w: the target has no .symtab and no debug file; its static functions and data cannot be found", path, ErrUnsupported)
 	}
-	return &targetImage{path: path, buildID: id, syms: syms, progs: f.Progs, f: f}, nil
+	t := &targetImage{path: path, buildID: id, syms: syms, progs: f.Progs, f: f}
+	t.plt, t.got = readPLT(f)
+	return t, nil
+}
+
+// pltName names the symbol whose PLT entry is at addr; ok is false if
+// addr is no PLT entry, name "" for an entry whose symbol is unknown.
+func (t *targetImage) pltName(addr uint64) (name string, ok bool) {
+	name, ok = t.plt[addr]
+	return name, ok
+}
+
+// readPLT maps each GOT slot the dynamic linker fills with a symbol's
+// address (JUMP_SLOT, GLOB_DAT) to that symbol, and each PLT entry (.plt,
+// .plt.sec, .plt.got) to the symbol of the slot it jumps through.
+func readPLT(f *elf.File) (map[uint64]string, map[uint64]string) {
+	out, slots := map[uint64]string{}, map[uint64]string{}
+	dyn, err := f.DynamicSymbols()
+	if err != nil {
+		return out, slots
+	}
+	for _, sec := range f.Sections {
+		if sec.Type != elf.SHT_RELA || sec.Flags&elf.SHF_ALLOC == 0 {
+			continue
+		}
+		data, err := sec.Data()
+		if err != nil {
+			continue
+		}
+		for off := 0; off+24 <= len(data); off += 24 {
+			at, info := f.ByteOrder.Uint64(data[off:]), f.ByteOrder.Uint64(data[off+8:])
+			typ, si := elf.R_X86_64(uint32(info)), int(info>>32)
+			if (typ == elf.R_X86_64_JMP_SLOT || typ == elf.R_X86_64_GLOB_DAT) && si > 0 && si <= len(dyn) {
+				slots[at] = dyn[si-1].Name
+			}
+		}
+	}
+	for _, sec := range f.Sections {
+		if sec.Name != ".plt" && sec.Name != ".plt.sec" && sec.Name != ".plt.got" {
+			continue
+		}
+		code, err := sec.Data()
+		if err != nil {
+			continue
+		}
+		for i := 0; i < len(code); {
+			in, err := x86asm.Decode(code[i:], 64)
+			if err != nil {
+				i++
+				continue
+			}
+			if m, ok := in.Args[0].(x86asm.Mem); in.Op == x86asm.JMP && ok && m.Base == x86asm.RIP {
+				addr := sec.Addr + uint64(i)
+				slot := addr + uint64(in.Len) + uint64(m.Disp)
+				name, known := slots[slot]
+				if !known {
+					name = "" // PLT0 or an IFUNC slot: an entry of no name
+				}
+				out[addr] = name
+				// An entry starts with endbr64 when built for IBT.
+				if i >= 4 && bytes.Equal(code[i-4:i], []byte{0xf3, 0x0f, 0x1e, 0xfa}) {
+					out[addr-4] = name
+				}
+			}
+			i += in.Len
+		}
+	}
+	return out, slots
 }
 
 func (t *targetImage) close() { t.f.Close() }

@@ -65,41 +65,56 @@ var sourceLang = map[string]string{
 type parsedArgs struct {
 	sources   []string
 	langs     []string
+	xlangs    []string // the -x language in force for each source, "" if none
 	output    string
 	compile   bool // -c
-	other     bool // -E, -S, -M without -MD, or an informational query
+	other     bool // -E, -S, -M without -MD, -fsyntax-only, or an informational query
 	lto       bool
 	hasDebug  bool
 	keepForC  []string // arguments to reuse for a separate compile of each source
 	linkInput []string
 }
 
+// depOptions write a dependency file for make; a separate compile must
+// not rewrite the build's own one.
+var depOptions = map[string]bool{"-MD": true, "-MMD": true, "-MP": true, "-MG": true}
+
 func parseArgs(args []string) parsedArgs {
 	var p parsedArgs
+	args = expandResponseFiles(args, 0)
 	lang := ""
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		if a == "-x" && i+1 < len(args) {
-			lang = args[i+1]
+		if (a == "-x" && i+1 < len(args)) || (strings.HasPrefix(a, "-x") && len(a) > 2) {
+			if a == "-x" {
+				lang = args[i+1]
+				i++
+			} else {
+				lang = a[2:]
+			}
 			if lang == "none" {
 				lang = ""
 			}
-			i++
 			continue
 		}
 		if argOptions[a] && i+1 < len(args) {
 			if a == "-o" {
 				p.output = args[i+1]
-			} else if a != "-l" && a != "-L" && a != "-Xlinker" && a != "-T" && a != "-u" && a != "-z" && a != "-e" {
+			} else if a != "-l" && a != "-L" && a != "-Xlinker" && a != "-T" && a != "-u" && a != "-z" && a != "-e" &&
+				a != "-MF" && a != "-MT" && a != "-MQ" {
 				p.keepForC = append(p.keepForC, a, args[i+1])
 			}
 			i++
 			continue
 		}
+		if strings.HasPrefix(a, "-o") && len(a) > 2 {
+			p.output = a[2:] // -ofile
+			continue
+		}
 		switch {
 		case a == "-c":
 			p.compile = true
-		case a == "-E" || a == "-S" || a == "-M" || a == "-MM" || a == "-v" || a == "--version" || a == "-###" ||
+		case a == "-E" || a == "-S" || a == "-M" || a == "-MM" || a == "-fsyntax-only" || a == "-v" || a == "--version" || a == "-###" ||
 			strings.HasPrefix(a, "-print-") || strings.HasPrefix(a, "-dump") || strings.HasPrefix(a, "--print") || a == "--help":
 			p.other = true
 		case a == "-flto" || strings.HasPrefix(a, "-flto="):
@@ -107,11 +122,24 @@ func parseArgs(args []string) parsedArgs {
 		case a == "-fno-lto":
 			p.lto = false
 		case strings.HasPrefix(a, "-g"):
-			p.hasDebug = a != "-g0"
+			// Only a level that includes types lets the builder see layout
+			// changes; -g1, -gz, -gsplit-dwarf and the like do not count.
+			switch a {
+			case "-g", "-g2", "-g3", "-ggdb", "-ggdb2", "-ggdb3", "-gdwarf":
+				p.hasDebug = true
+			case "-g0", "-g1", "-ggdb0", "-ggdb1":
+				p.hasDebug = false
+			default:
+				if strings.HasPrefix(a, "-gdwarf-") {
+					p.hasDebug = true
+				}
+			}
 		}
 		if strings.HasPrefix(a, "-") && a != "-" {
 			if !strings.HasPrefix(a, "-Wl,") && !strings.HasPrefix(a, "-l") && !strings.HasPrefix(a, "-L") &&
-				a != "-c" && a != "-shared" && a != "-static" && a != "-pie" && a != "-no-pie" && a != "-rdynamic" && !strings.HasPrefix(a, "-o") {
+				a != "-c" && a != "-shared" && a != "-static" && a != "-pie" && a != "-no-pie" && a != "-rdynamic" &&
+				!depOptions[a] && !strings.HasPrefix(a, "-MF") && !strings.HasPrefix(a, "-MT") && !strings.HasPrefix(a, "-MQ") &&
+				!strings.HasPrefix(a, "-Wp,-M") {
 				p.keepForC = append(p.keepForC, a)
 			}
 			continue
@@ -119,6 +147,8 @@ func parseArgs(args []string) parsedArgs {
 		l := lang
 		if l == "" {
 			l = sourceLang[filepath.Ext(a)]
+		} else if strings.HasSuffix(l, "-header") {
+			continue // a precompiled header, not an object
 		} else if strings.HasPrefix(l, "c++") {
 			l = "c++"
 		} else if strings.HasPrefix(l, "assembler") {
@@ -129,11 +159,63 @@ func parseArgs(args []string) parsedArgs {
 		if l == "c" || l == "c++" || l == "asm" {
 			p.sources = append(p.sources, a)
 			p.langs = append(p.langs, l)
+			p.xlangs = append(p.xlangs, lang)
 		} else {
 			p.linkInput = append(p.linkInput, a)
 		}
 	}
 	return p
+}
+
+// expandResponseFiles replaces each @FILE argument by the arguments the
+// file holds, as gcc does; an @FILE that cannot be read stays as it is.
+func expandResponseFiles(args []string, depth int) []string {
+	var out []string
+	for _, a := range args {
+		if len(a) > 1 && a[0] == '@' && depth < 16 {
+			if data, err := os.ReadFile(a[1:]); err == nil {
+				out = append(out, expandResponseFiles(splitResponse(string(data)), depth+1)...)
+				continue
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// splitResponse splits a response file as libiberty's buildargv does:
+// white space separates arguments, quotes group, a backslash escapes.
+func splitResponse(s string) []string {
+	var out []string
+	var cur []byte
+	inArg := false
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && i+1 < len(s):
+			i++
+			cur, inArg = append(cur, s[i]), true
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			} else {
+				cur = append(cur, c)
+			}
+		case c == '\'' || c == '"':
+			quote, inArg = c, true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f':
+			if inArg {
+				out, cur, inArg = append(out, string(cur)), nil, false
+			}
+		default:
+			cur, inArg = append(cur, c), true
+		}
+	}
+	if inArg {
+		out = append(out, string(cur))
+	}
+	return out
 }
 
 // WrapperMain runs one compiler invocation on behalf of a build: it runs
@@ -186,7 +268,11 @@ func WrapperMain(name string, args []string, stdout, stderr io.Writer) int {
 			// Compiled and linked in one step: compile the source again
 			// on its own, with the same options, to have its object.
 			rec.Output = abs(strings.TrimSuffix(filepath.Base(src), filepath.Ext(src)) + ".o")
-			cargs := append(append(append([]string(nil), p.keepForC...), extra...), "-c", src, "-o", copyPath)
+			cargs := append(append([]string(nil), p.keepForC...), extra...)
+			if p.xlangs[i] != "" {
+				cargs = append(cargs, "-x", p.xlangs[i])
+			}
+			cargs = append(cargs, "-c", src, "-o", copyPath)
 			if code := run(real, cargs, stdout, stderr); code != 0 {
 				return code
 			}

@@ -1,0 +1,222 @@
+package build_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patchfile"
+)
+
+// The running binary calls another file's scale_b where the tree calls
+// scale_a: run-pre matching must check references to symbols the object
+// does not define as well.
+func TestRunPreMismatchedCallee(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "runpre-call", "CFLAGS=-O2 -Wall -DALT")
+	_, err := buildPatch(t, dir, "prog", nil)
+	var me *build.MismatchError
+	if !errors.Is(err, build.ErrMismatch) || !errors.As(err, &me) || me.Function != "compute" || !strings.Contains(err.Error(), "scale_a") {
+		t.Fatalf("want a mismatch in compute naming scale_a, got %v", err)
+	}
+	t.Logf("refused: %v", err)
+	dir = builtTree(t, "runpre-call", "CFLAGS=-O2 -Wall -DALT_LIB")
+	_, err = buildPatch(t, dir, "prog", nil)
+	if !errors.Is(err, build.ErrMismatch) || !errors.As(err, &me) || me.Function != "stamp" || !strings.Contains(err.Error(), "getppid") {
+		t.Fatalf("want a mismatch in stamp naming getppid's PLT entry, got %v", err)
+	}
+	t.Logf("refused: %v", err)
+	// Built as the tree says, the same fix is accepted.
+	dir = builtTree(t, "runpre-call")
+	if _, err := buildPatch(t, dir, "prog", nil); err != nil {
+		t.Fatalf("matching build: %v", err)
+	}
+}
+
+// A file compiled through a response file (gcc @FILE) is seen like any
+// other: a fix in a header both files include replaces functions of both.
+func TestResponseFile(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "respfile")
+	res, err := buildPatch(t, dir, "prog", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, f := range res.Functions {
+		names[f.Name] = true
+	}
+	if !names["area"] || !names["perimeter"] {
+		t.Errorf("want area (compiled through @calc.rsp) and perimeter replaced, got %+v", res.Functions)
+	}
+}
+
+// A source the original build did not compile (its object looked up to
+// date) but the fixed build did has nothing to be compared with: its
+// changes must not be taken for a new file's and dropped.
+func TestSourceNotCompiledByOriginalBuild(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "staleobj")
+	res, err := buildPatch(t, dir, "prog", nil)
+	if err == nil {
+		for _, f := range res.Functions {
+			if f.Name == "lookup" {
+				return
+			}
+		}
+		t.Fatalf("lookup changed in table.src but is not replaced: %+v", res.Functions)
+	}
+	if !errors.Is(err, build.ErrUnsupported) || !strings.Contains(err.Error(), "table.src") {
+		t.Fatalf("want lookup replaced or ErrUnsupported naming table.src, got %v", err)
+	}
+	t.Logf("refused: %v", err)
+}
+
+// The fix makes gcc split report into report.part.0, which then uses the
+// static counter; another function has a static of the same name. The
+// counter must be bound to the running one by the function that uses it.
+func TestStaticLocalInSplitFunction(t *testing.T) {
+	t.Parallel()
+	p, res := liveCase(t, "staticlocal-clone", "prog", "prog")
+	if len(res.Warnings) != 0 || len(res.NewData) != 0 {
+		t.Errorf("warnings %v, new data %v", res.Warnings, res.NewData)
+	}
+	var last, first int
+	for _, l := range p.Lines() {
+		var n int
+		if _, err := fmt.Sscanf(l, "count=%d", &n); err != nil {
+			continue
+		}
+		if strings.Contains(l, "mode=old") {
+			last = n
+		} else if first == 0 {
+			first = n
+		}
+	}
+	if first != last+1 {
+		t.Errorf("counter restarted or skipped: last old count %d, first new count %d", last, first)
+	}
+}
+
+// An off-by-one fix (cmp $17 -> cmp $18) in a file the fix also moves down
+// by one line looks like a __LINE__ shift of line 17
+// to 18; that line changed, so it is a real change.
+func TestLineOnlyNotAssumedForChangedLines(t *testing.T) {
+	t.Parallel()
+	_, res := liveCase(t, "lineonly-real", "prog", "prog")
+	if len(res.LineOnly) != 0 || len(res.Functions) != 1 || res.Functions[0].Name != "check" {
+		t.Errorf("want check replaced, got functions %+v, line-only %v", res.Functions, res.LineOnly)
+	}
+}
+
+// In a shared library a global is read through its GOT slot; the running
+// library reads limit_b where the tree reads limit_a.
+func TestRunPreMismatchedGOTSlot(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "runpre-got", "CFLAGS=-O2 -Wall -DALT")
+	_, err := buildPatch(t, dir, "libcalc.so", nil)
+	var me *build.MismatchError
+	if !errors.Is(err, build.ErrMismatch) || !errors.As(err, &me) || me.Function != "clamp" || !strings.Contains(err.Error(), "limit_a") {
+		t.Fatalf("want a mismatch in clamp naming limit_a, got %v", err)
+	}
+	t.Logf("refused: %v", err)
+	// Linked -Bsymbolic, the GOT loads are relaxed to lea limit_b(%rip).
+	dir = builtTree(t, "runpre-got", "CFLAGS=-O2 -Wall -DALT", "LDFLAGS=-Wl,-Bsymbolic")
+	_, err = buildPatch(t, dir, "libcalc.so", nil)
+	if !errors.Is(err, build.ErrMismatch) || !errors.As(err, &me) || me.Function != "clamp" || !strings.Contains(err.Error(), "limit_a") {
+		t.Fatalf("relaxed: want a mismatch in clamp naming limit_a, got %v", err)
+	}
+	t.Logf("refused: %v", err)
+	dir = builtTree(t, "runpre-got", "LDFLAGS=-Wl,-Bsymbolic")
+	if _, err := buildPatch(t, dir, "libcalc.so", nil); err != nil {
+		t.Fatalf("matching relaxed build: %v", err)
+	}
+	dir = builtTree(t, "runpre-got")
+	if _, err := buildPatch(t, dir, "libcalc.so", nil); err != nil {
+		t.Fatalf("matching build: %v", err)
+	}
+}
+
+// The same two changes as a series of two patches to one file: the line
+// map of the second alone must not make the first look like a line shift.
+func TestLineOnlyPatchSeries(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "lineonly-real")
+	res, err := buildPatch(t, dir, "prog", func(o *build.Options) { o.Diff = dir + "/series.patch" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.LineOnly) != 0 || len(res.Functions) != 1 || res.Functions[0].Name != "check" {
+		t.Errorf("want check replaced, got functions %+v, line-only %v", res.Functions, res.LineOnly)
+	}
+}
+
+// scale.c is compiled twice, into scale_8 and scale_16, both linked into
+// the program: the fix changes both.
+func TestSourceCompiledIntoTwoVariants(t *testing.T) {
+	t.Parallel()
+	_, res := liveCase(t, "variants", "prog", "prog")
+	if len(res.Functions) != 2 {
+		t.Errorf("want scale_8 and scale_16 replaced, got %+v", res.Functions)
+	}
+}
+
+// Statics that share a named section are referenced relative to the
+// section; a store of a constant into the first one has its field 8 bytes
+// before the end of the instruction. They must still be bound to the
+// running program's, not copied.
+func TestStaticsInNamedSection(t *testing.T) {
+	t.Parallel()
+	p, res := liveCase(t, "staticsection", "prog", "prog")
+	if len(res.NewData) != 0 || len(res.Constants) != 0 {
+		t.Errorf("existing statics carried as new data %v, constants %v", res.NewData, res.Constants)
+	}
+	spec, err := patchfile.Load(res.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sec := range spec.Sections {
+		if sec.Name == ".counters" {
+			t.Errorf("the patch carries its own copy of the statics' section")
+		}
+	}
+	var last, first int
+	for _, l := range p.Lines() {
+		var n int
+		if _, err := fmt.Sscanf(l, "count=%d", &n); err != nil {
+			continue
+		}
+		if strings.Contains(l, "mode=old") {
+			last = n
+		} else if first == 0 {
+			first = n
+		}
+	}
+	if first != last+1 {
+		t.Errorf("counter restarted or skipped: last old count %d, first new count %d", last, first)
+	}
+}
+
+// Built with -ffile-prefix-map, as distributions build, the line tables
+// name files outside the tree; line-only changes are still recognized.
+func TestLineOnlyWithPrefixMap(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	flags := "CFLAGS=-O2 -Wall -ffile-prefix-map=$(CURDIR)=/usr/src/pkg"
+	dir := builtTree(t, "lineonly", flags)
+	res, err := buildPatch(t, dir, "prog", func(o *build.Options) { o.BuildCmd = "make '" + flags + "'" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.LineOnly) != 1 || !strings.HasPrefix(res.LineOnly[0], "helper") || len(res.Functions) != 1 || res.Functions[0].Name != "step" {
+		t.Errorf("functions %+v, line-only %v; want step, and helper line-only", res.Functions, res.LineOnly)
+	}
+}

@@ -1,0 +1,6 @@
+int step(int x)
+{
+	static int calls;
+	calls++;
+	return x + calls;
+}

@@ -1,0 +1,6 @@
+static inline int bias(int x)
+{
+	return x + 1;
+}
+
+int area(int x);
