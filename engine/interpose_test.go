@@ -1,7 +1,6 @@
 package engine_test
 
 import (
-	"fmt"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -36,5 +35,5 @@ func TestLibraryDataCopiedIntoExecutable(t *testing.T) {
 	if get != counter+1000 {
 		t.Fatalf("patched code read %d, want the live counter %d + 1000 (it read the library's unused original)", get-1000, counter)
 	}
-	t.Log(fmt.Sprintf("patched: %s", line))
+	t.Logf("patched: %s", line)
 }

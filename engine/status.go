@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hotpatch/hotpatch/consistency"
+	"github.com/hotpatch/hotpatch/target"
 )
 
 // found is a state record located in the target.
@@ -23,7 +24,7 @@ func (s *session) records() ([]found, error) {
 	var out []found
 	seen := map[uint64]bool{}
 	prevName := ""
-	for _, m := range s.maps {
+	for i, m := range s.maps {
 		name := m.AnonName()
 		candidate := false
 		switch {
@@ -53,11 +54,47 @@ func (s *session) records() ([]found, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mapping at %#x: %w", m.Start, err)
 		}
+		if err := checkExtent(rec, m.Start, uint64(size), anonEnd(s.maps[i:])); err != nil {
+			return nil, fmt.Errorf("mapping at %#x: %w", m.Start, err)
+		}
 		seen[m.Start] = true
 		out = append(out, found{base: m.Start, rec: rec})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].rec.Seq < out[j].rec.Seq })
 	return out, nil
+}
+
+// anonEnd is where the run of adjacent anonymous mappings starting with
+// maps[0] ends: the most a patch mapping at maps[0].Start can cover.
+func anonEnd(maps []target.Mapping) uint64 {
+	end := maps[0].End
+	for _, m := range maps[1:] {
+		if m.Start != end || m.Inode != 0 || (m.Path != "" && m.AnonName() != maps[0].AnonName()) {
+			break
+		}
+		end = m.End
+	}
+	return end
+}
+
+// checkExtent checks the sizes and addresses of a record read from the
+// target against the mapping it sits in: they decide what gets unmapped,
+// which range counts as the patch's code, and where calls are made.
+func checkExtent(rec *record, base, recSize, end uint64) error {
+	if rec.Size < recSize || rec.Size > end-base {
+		return fmt.Errorf("%w: size %#x outside its mapping (%#x bytes)", ErrBadState, rec.Size, end-base)
+	}
+	inside := func(off, n uint64) bool { return off <= rec.Size && n <= rec.Size-off }
+	if !inside(rec.CodeOff, rec.CodeSize) {
+		return fmt.Errorf("%w: code at %#x+%#x outside its mapping", ErrBadState, rec.CodeOff, rec.CodeSize)
+	}
+	if u := rec.Unwind; u.EHFrame != 0 {
+		if u.CallData < base || u.DeregStub < base || u.DeregMarker < base ||
+			!inside(u.CallData-base, callDataSize) || !inside(u.DeregStub-base, 1) || !inside(u.DeregMarker-base, 1) {
+			return fmt.Errorf("%w: unwind call data outside its mapping", ErrBadState)
+		}
+	}
+	return nil
 }
 
 // liveSites counts the sites whose running bytes are this patch's jump.
@@ -77,8 +114,9 @@ func (s *session) liveSites(r *record) int {
 // the process lock, so no other engine is preparing them.
 func (s *session) collectStale(records []found) error {
 	for _, r := range records {
-		// A jump leading into the mapping, or a set gate, means it is in use.
-		if s.liveSites(r.rec) > 0 || r.rec.Gate != 0 {
+		// A jump leading into the mapping, or a set gate, means it is in use;
+		// so does a jump a newer patch saved and puts back on revert.
+		if s.liveSites(r.rec) > 0 || r.rec.Gate != 0 || s.chainedOverAny(records, r.rec) {
 			continue
 		}
 		if s.registered(r.rec) {
@@ -183,6 +221,16 @@ func (s *session) state(records []found, rec *record) string {
 		return "armed"
 	}
 	return "inactive"
+}
+
+// chainedOverAny reports whether a newer record saved any of rec's jumps.
+func (s *session) chainedOverAny(records []found, rec *record) bool {
+	for _, st := range rec.Sites {
+		if s.chainedOver(records, rec, st) {
+			return true
+		}
+	}
+	return false
 }
 
 // chainedOver reports whether a newer record's site at st.Addr saved st's

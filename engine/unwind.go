@@ -48,6 +48,10 @@ const (
 	callDataSize  = callStackOff + callStackSize
 	callStubSize  = 192
 	callTimeout   = 2 * time.Second
+	// callInFlight in the done flag: a call timed out and still runs in the
+	// patch memory. The stub overwrites it when the call returns; until
+	// then the memory must stay and no other call may be made on it.
+	callInFlight = 2
 )
 
 // unwinder is libgcc's frame registry in the target.
@@ -221,7 +225,11 @@ func (s *session) remoteCall(t *proc.Thread, data, fn, entry, marker uint64, arg
 		return err
 	}
 	sp := (data + callStackOff + callStackSize) &^ 15
-	return s.p.Call(t, entry, sp, marker, callTimeout, args...)
+	err := s.p.Call(t, entry, sp, marker, callTimeout, args...)
+	if errors.Is(err, proc.ErrCallTimeout) {
+		s.p.WriteAt([]byte{callInFlight}, data+callDoneOff)
+	}
+	return err
 }
 
 func le64put(b []byte, v uint64) []byte {
@@ -239,12 +247,20 @@ func (s *session) registered(r *record) bool {
 	return err != nil || b[0] != 0 // unreadable: assume registered, never unmap
 }
 
+func (s *session) readOK(b []byte, addr uint64) bool {
+	_, err := s.p.ReadAt(b, addr)
+	return err == nil
+}
+
 // deregister removes the record's unwind tables from the target's registry
 // before its memory goes away. Unmapping registered tables would make the
 // next exception anywhere in the process read freed memory.
 func (s *session) deregister(r *record, mods *consistency.Modules) error {
 	if !s.registered(r) {
 		return nil
+	}
+	if b := make([]byte, 1); s.readOK(b, r.Unwind.CallData+callDoneOff) && b[0] == callInFlight {
+		return fmt.Errorf("%w: an earlier call into the unwinder has not returned yet", ErrUnwindRegistration)
 	}
 	u, err := s.findUnwinder()
 	if err != nil || u == nil {

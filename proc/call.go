@@ -21,11 +21,17 @@ var ErrCallTimeout = errors.New("remote call did not finish in time")
 // memory (see arch.EncodeCallStub): t starts at entry with its stack
 // pointer at sp and args in the argument registers, and the call is over
 // when t enters the system call at marker. Signals arriving meanwhile are
-// kept and delivered on resume. Afterwards t's own registers are restored
-// and t is parked in an interrupt stop, exactly as after Syscall.
+// delivered to the callee, as they would be with the engine gone.
+// Afterwards t's own registers are restored and t is parked in an
+// interrupt stop, exactly as after Syscall.
 func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duration, args ...uint64) error {
 	if _, ok := p.stopped[t.TID]; !ok {
 		return &Error{Op: "remote call", TID: t.TID, Err: errors.New("thread is not stopped")}
+	}
+	if t.pendingSignal != 0 {
+		// The caller saved a context from t.Regs, which delivering the
+		// signal would change.
+		return &Error{Op: "remote call", TID: t.TID, Err: errors.New("thread is stopped for a signal")}
 	}
 	return p.do(func() error {
 		saved := t.Regs
@@ -37,13 +43,19 @@ func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duratio
 			return &Error{Op: "set registers", TID: t.TID, Err: err}
 		}
 		deadline := time.Now().Add(timeout)
+		var sig unix.Signal
 		for first := true; ; first = false {
 			// Syscall stops let the tracer see the marker; the called code's
-			// own system calls just pass through.
-			if err := unix.PtraceSyscall(t.TID, 0); err != nil {
-				setRegs(t.TID, &saved)
+			// own system calls just pass through, and so do signals: the
+			// stub's stack has room for their handlers, and it is where
+			// they would run if the engine were gone.
+			if err := unix.PtraceSyscall(t.TID, int(sig)); err != nil {
+				if first {
+					setRegs(t.TID, &saved)
+				}
 				return &Error{Op: "resume to call", TID: t.TID, Err: err}
 			}
+			sig = 0
 			if first {
 				faults.Point(FaultMidCall)
 			}
@@ -51,7 +63,8 @@ func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duratio
 			if err != nil {
 				return err
 			}
-			if ws.StopSignal() == unix.SIGTRAP|0x80 {
+			kind, s := stopKind(ws)
+			if kind == stopSyscall {
 				var now Regs
 				if err := getRegs(t.TID, &now); err != nil {
 					return &Error{Op: "read registers", TID: t.TID, Err: err}
@@ -59,14 +72,14 @@ func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duratio
 				if now.PC() == marker+syscallInsnSize {
 					break
 				}
-			} else if ws.TrapCause() == 0 && ws.StopSignal() != unix.SIGTRAP {
-				t.pendingSignal = ws.StopSignal()
+			} else if kind == stopSignal {
+				sig = s
 			}
 			if time.Now().After(deadline) {
 				// The callee may hold a lock: never abandon it half-way.
 				// Let the thread go; the stub finishes and restores it.
 				delete(p.stopped, t.TID)
-				detach(t.TID, int(t.pendingSignal))
+				detach(t.TID, int(sig))
 				return &Error{Op: "remote call", TID: t.TID, Err: ErrCallTimeout}
 			}
 		}
@@ -100,11 +113,16 @@ func (p *Process) park(t *Thread) error {
 		if err != nil {
 			return err
 		}
-		if ws.TrapCause() == unix.PTRACE_EVENT_STOP {
+		switch kind, sig := stopKind(ws); kind {
+		case stopEvent:
+			// The interrupt, or a group stop (the process got SIGSTOP),
+			// which also consumed the interrupt.
 			return nil
-		}
-		if ws.TrapCause() == 0 && ws.StopSignal() != unix.SIGTRAP {
-			t.pendingSignal = ws.StopSignal()
+		case stopSignal:
+			// t runs on its own registers again: deliver the signal as
+			// the kernel would, then park.
+			t.pendingSignal = sig
+			return p.settle(t)
 		}
 		if err := unix.PtraceCont(t.TID, 0); err != nil {
 			return &Error{Op: "resume to interrupt", TID: t.TID, Err: err}

@@ -91,6 +91,38 @@ func (p *Process) prepareLanding(t *Thread, call, saved *Regs) error {
 	return nil
 }
 
+// restartable reports whether the thread stopped in a system call that the
+// kernel restarts when it resumes.
+func (r *Regs) restartable() bool {
+	if int64(r.Orig_rax) < 0 {
+		return false
+	}
+	switch int64(r.Rax) {
+	case -512, -513, -514, -516: // ERESTARTSYS, NOINTR, NOHAND, RESTARTBLOCK
+		return true
+	}
+	return false
+}
+
+// hijackEntry turns the syscall-entry stop of t's restarted call into the
+// injected call nr, returning through the landing; saved are t's registers
+// from before the restart.
+func (p *Process) hijackEntry(t *Thread, nr uint64, args []uint64, saved *Regs) error {
+	var call Regs
+	if err := getRegs(t.TID, &call); err != nil {
+		return err
+	}
+	call.Orig_rax = nr // the kernel reads the number here after the stop
+	regs := []*uint64{&call.Rdi, &call.Rsi, &call.Rdx, &call.R10, &call.R8, &call.R9}
+	for i, a := range args {
+		*regs[i] = a
+	}
+	if err := p.prepareLanding(t, &call, saved); err == nil {
+		call.Rip += syscallInsnSize // past the syscall already: return to its ret
+	}
+	return setRegs(t.TID, &call)
+}
+
 // landingContext is the sigcontext register block (r8..r15, rdi, rsi, rbp,
 // rbx, rdx, rax, rcx, rsp, rip, eflags) a thread must resume with. An
 // interrupted call is issued again: rt_sigreturn disarms restart_syscall,

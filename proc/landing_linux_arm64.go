@@ -14,3 +14,7 @@ var (
 )
 
 func (p *Process) prepareLanding(t *Thread, call, saved *Regs) error { return nil }
+
+func (r *Regs) restartable() bool { return false }
+
+func (p *Process) hijackEntry(t *Thread, nr uint64, args []uint64, saved *Regs) error { return nil }

@@ -46,13 +46,41 @@ func (e *Error) Unwrap() error { return e.Err }
 // starts running.
 const FaultMidSyscall = "mid-syscall"
 
+// FaultSyscallEntered is the fault point at the entry of an injected system
+// call that took over a restarted one.
+const FaultSyscallEntered = "syscall-entered"
+
 // Thread is a seized thread of the target that is currently stopped.
 type Thread struct {
 	TID  int
 	Regs Regs
-	// pendingSignal is a signal the thread was about to receive when it
-	// stopped; it is delivered again when the thread resumes.
+	// pendingSignal is set while the thread sits in a signal-delivery
+	// stop: detaching with it delivers the signal. Only that stop injects
+	// a signal on resume; from any other stop the kernel drops it.
 	pendingSignal unix.Signal
+}
+
+// Kinds of ptrace stop. TrapCause cannot tell them apart: it is -1 for any
+// stop whose signal is not SIGTRAP, a signal-delivery stop and a group
+// stop alike.
+const (
+	stopOther   = iota
+	stopSyscall // syscall entry or exit (SIGTRAP|0x80, PTRACE_O_TRACESYSGOOD)
+	stopEvent   // PTRACE_EVENT_STOP: an interrupt, or a group stop (SIGSTOP...)
+	stopSignal  // signal-delivery stop: the signal is delivered on resume
+)
+
+func stopKind(ws unix.WaitStatus) (int, unix.Signal) {
+	sig := ws.StopSignal()
+	switch event := uint32(ws) >> 16; {
+	case sig == unix.SIGTRAP|0x80:
+		return stopSyscall, 0
+	case event == unix.PTRACE_EVENT_STOP:
+		return stopEvent, 0
+	case event != 0:
+		return stopOther, 0
+	}
+	return stopSignal, sig
 }
 
 // Process is a target process. It is not safe for concurrent use.
@@ -306,15 +334,47 @@ func (p *Process) seizeAndStop(tid int) (*Thread, error) {
 		unix.PtraceDetach(tid)
 		return nil, &Error{Op: "interrupt", TID: tid, Err: err}
 	}
-	if err := p.waitStop(t); err != nil {
+	// A signal may stop the thread before the interrupt does. The thread
+	// was running a moment ago: deliver it now, so the thread is returned
+	// in an interrupt stop with the registers it will run on.
+	err := p.waitStop(t)
+	if err == nil {
+		err = p.settle(t)
+	}
+	if err != nil {
+		if !errors.Is(err, ErrThreadGone) {
+			detach(tid, int(t.pendingSignal)) // never leave it seized
+		}
 		return nil, err
 	}
 	p.stopped[tid] = t
 	return t, nil
 }
 
+// settle delivers the signal t is stopped for, exactly as the kernel would
+// have without a tracer, and stops t again in an interrupt (or group)
+// stop with its registers reloaded. It must run on the ptrace thread.
+func (p *Process) settle(t *Thread) error {
+	for t.pendingSignal != 0 {
+		sig := t.pendingSignal
+		// A signal-delivery stop cancels a pending interrupt: ask again.
+		if err := unix.PtraceInterrupt(t.TID); err != nil {
+			return &Error{Op: "interrupt", TID: t.TID, Err: err}
+		}
+		if err := unix.PtraceCont(t.TID, int(sig)); err != nil {
+			return &Error{Op: "deliver signal", TID: t.TID, Err: err}
+		}
+		t.pendingSignal = 0
+		if err := p.waitStop(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // waitStop waits for t's next stop and loads its registers. A signal that
-// arrived instead of the interrupt is kept to be delivered on resume.
+// stopped t instead of the interrupt is kept in pendingSignal, delivered
+// when t is detached (or by settle).
 func (p *Process) waitStop(t *Thread) error {
 	for {
 		var ws unix.WaitStatus
@@ -331,8 +391,7 @@ func (p *Process) waitStop(t *Thread) error {
 		if !ws.Stopped() {
 			continue
 		}
-		sig := ws.StopSignal()
-		if ws.TrapCause() == 0 && sig != unix.SIGTRAP && sig != unix.SIGSTOP {
+		if kind, sig := stopKind(ws); kind == stopSignal {
 			t.pendingSignal = sig
 		}
 		if err := getRegs(t.TID, &t.Regs); err != nil {
@@ -410,15 +469,37 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 	}
 	var ret uint64
 	err := p.do(func() error {
-		saved := t.Regs
-		call := saved
-		call.setSyscall(p.syscallSite(t), nr, args)
-		if err := p.prepareLanding(t, &call, &saved); err != nil {
+		// The thread runs the call from an interrupt stop, with nothing to
+		// deliver: a signal it stopped for is delivered first.
+		if err := p.settle(t); err != nil {
+			return err
+		}
+		var saved, call Regs
+		hijack := false
+		inject := func() error {
+			saved = t.Regs
+			// A thread stopped in an interrupted call: let the kernel
+			// restart it and run the injected call at its entry instead.
+			// Only then has the kernel put back the mask that ppoll and
+			// the like swap in for the call, and the landing frame must
+			// hold the thread's own. Should the engine die before that,
+			// the thread just runs its own call again.
+			if hijack = p.Landing != nil && saved.restartable(); hijack {
+				return nil
+			}
 			call = saved
 			call.setSyscall(p.syscallSite(t), nr, args)
+			if err := p.prepareLanding(t, &call, &saved); err != nil {
+				call = saved
+				call.setSyscall(p.syscallSite(t), nr, args)
+			}
+			if err := setRegs(t.TID, &call); err != nil {
+				return &Error{Op: "set registers", TID: t.TID, Err: err}
+			}
+			return nil
 		}
-		if err := setRegs(t.TID, &call); err != nil {
-			return &Error{Op: "set registers", TID: t.TID, Err: err}
+		if err := inject(); err != nil {
+			return err
 		}
 		restored := false
 		defer func() {
@@ -438,14 +519,32 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 			if err != nil {
 				return err
 			}
-			switch {
-			case ws.StopSignal() == unix.SIGTRAP|0x80:
+			switch kind, sig := stopKind(ws); kind {
+			case stopSyscall:
+				if hijack && stops == 0 {
+					if err := p.hijackEntry(t, nr, args, &saved); err != nil {
+						return &Error{Op: "set registers", TID: t.TID, Err: err}
+					}
+					faults.Point(FaultSyscallEntered)
+				}
 				stops++
 				if err := syscallStop(t.TID, stops == 1, nr, &saved); err != nil {
 					return &Error{Op: "syscall stop", TID: t.TID, Err: err}
 				}
-			case ws.TrapCause() == 0 && ws.StopSignal() != unix.SIGTRAP:
-				t.pendingSignal = ws.StopSignal() // delivered on resume
+			case stopSignal:
+				// A signal queued while the thread was stopped, dequeued
+				// before the call could start. Deliver it to the thread's
+				// own context, then inject again from where that leaves it.
+				if err := setRegs(t.TID, &saved); err != nil {
+					return &Error{Op: "restore registers", TID: t.TID, Err: err}
+				}
+				t.pendingSignal = sig
+				if err := p.settle(t); err != nil {
+					return err
+				}
+				if err := inject(); err != nil {
+					return err
+				}
 			}
 		}
 		var out Regs

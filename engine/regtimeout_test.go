@@ -1,0 +1,73 @@
+package engine_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/engine"
+	"github.com/hotpatch/hotpatch/internal/fixture"
+)
+
+// A target whose unwinder registry (stand-ins linked into the executable,
+// where the engine also looks) takes longer than the engine's call limit,
+// and is still running when the engine gives up on it.
+const slowRegistrySrc = `#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+static volatile int calls;
+__attribute__((noipa)) int compute(int x) { return x * 2; }
+void __register_frame_info(const void *begin, void *ob) {
+	(void)begin; (void)ob;
+	struct timespec a = {2, 500000000}, b = {2, 0};
+	nanosleep(&a, NULL);
+	nanosleep(&b, NULL);
+	calls++;
+}
+void *__deregister_frame_info(const void *begin) { (void)begin; return 0; }
+int main(void) {
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (;;) {
+		printf("compute=%d calls=%d\n", compute(21), calls);
+		usleep(10000);
+	}
+}
+`
+
+// TestRegistrationTimeoutKeepsMemory: when the registration call times
+// out, the thread still runs the call stub on the stub's stack; the patch
+// memory must stay mapped, or the thread crashes when the call returns.
+func TestRegistrationTimeoutKeepsMemory(t *testing.T) {
+	fixture.Require(t)
+	if runtime.GOARCH != "amd64" {
+		t.Skip("remote calls have no arm64 call stub yet")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "slowreg.c")
+	if err := os.WriteFile(src, []byte(slowRegistrySrc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "slowreg")
+	fixture.GCC(t, "-O2", "-g", "-o", bin, src)
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42 calls=0", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "slow-reg", "compute=compute_v2")
+	_, err := engine.Apply(t.Context(), p.PID, spec, engine.Options{Timeout: 5 * time.Second})
+	if !errors.Is(err, engine.ErrUnwindRegistration) {
+		t.Fatalf("want ErrUnwindRegistration after the call timed out, got %v", err)
+	}
+	t.Logf("refused: %v", err)
+	// A retry while that call still runs must not collect its memory as a
+	// leftover.
+	if _, err := engine.Apply(t.Context(), p.PID, spec, engine.Options{Timeout: time.Second}); err == nil {
+		t.Error("retry succeeded while the only thread is inside the registry")
+	}
+	// The call finishes on its own, in the old code's process.
+	p.WaitFor(t, p.Mark(), "compute=42 calls=1", 2*waitLine)
+	if !p.Alive() {
+		t.Fatal("target died after the registration call it was left to finish")
+	}
+}
