@@ -65,6 +65,9 @@ func (p *Process) prepareLanding(t *Thread, call, saved *Regs) error {
 	fpSize := uint64(len(xstate) + 4)
 	fp := (saved.Rsp - redZone - fpSize) &^ 63
 	frame := (fp - 8 - ucontextSize - siginfoSize) &^ 15
+	if !p.onThreadStack(saved.Rsp, frame) {
+		return errors.New("landing frame: the stack pointer is not on a thread stack with room")
+	}
 	buf := make([]byte, fp+fpSize-frame)
 	le := binary.LittleEndian
 	le.PutUint64(buf[0:], p.Landing.RestoreRT) // pretcode
@@ -167,4 +170,48 @@ func blockedSignals(pid, tid int) (uint64, error) {
 		}
 	}
 	return 0, errors.New("no SigBlk in status")
+}
+
+// onThreadStack reports whether [lo, sp) lies in a real thread stack: the
+// main thread's [stack], or an anonymous writable mapping that starts right
+// above a guard page, as glibc lays out pthread stacks. Anything else (a
+// signal stack carved out of the heap, say) may have live data below the
+// stack pointer, so no frame is written there.
+func (p *Process) onThreadStack(sp, lo uint64) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", p.PID))
+	if err != nil {
+		return false
+	}
+	var prevEnd uint64
+	var prevGuard bool
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		start, end, ok := parseRange(f[0])
+		if !ok {
+			continue
+		}
+		if sp > start && sp <= end {
+			path := ""
+			if len(f) > 5 {
+				path = f[5]
+			}
+			stack := path == "[stack]" || (path == "" && f[4] == "0" && strings.HasPrefix(f[1], "rw") && prevGuard && prevEnd == start)
+			return stack && lo >= start
+		}
+		prevEnd, prevGuard = end, strings.HasPrefix(f[1], "---")
+	}
+	return false
+}
+
+func parseRange(s string) (start, end uint64, ok bool) {
+	a, b, found := strings.Cut(s, "-")
+	if !found {
+		return 0, 0, false
+	}
+	x, err1 := strconv.ParseUint(a, 16, 64)
+	y, err2 := strconv.ParseUint(b, 16, 64)
+	return x, y, err1 == nil && err2 == nil
 }
