@@ -319,10 +319,16 @@ func TestSleepingThreadDelaysApply(t *testing.T) {
 		res, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{Timeout: 30 * time.Second})
 		done <- outcome{res, err}
 	}()
+	// Hold the thread inside long enough for the apply to reach its check:
+	// an apply takes milliseconds natively, up to a second under emulation.
+	hold := time.Second
+	if runtime.GOARCH != "amd64" {
+		hold = 5 * time.Second
+	}
 	select {
 	case o := <-done:
 		t.Fatalf("apply returned while a thread was inside slow(): %+v, %v", o.res, o.err)
-	case <-time.After(time.Second):
+	case <-time.After(hold):
 	}
 	p.Stdin.Write([]byte("go\n")) // let the thread leave slow()
 	o := <-done
