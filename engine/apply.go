@@ -374,7 +374,7 @@ func (s *session) completeSwitch(ctx context.Context, r *found, sites []plannedS
 	res.Completed = true
 	res.Base, res.Size = r.base, r.rec.Size
 	for _, st := range r.rec.Sites {
-		res.Functions = append(res.Functions, Function{Name: st.Name, Old: st.Addr, New: st.New, JumpLen: len(st.Tramp)})
+		res.Functions = append(res.Functions, Function{Name: st.Name, Old: st.Addr, New: st.New, JumpLen: len(st.Tramp), Gated: st.Gated})
 	}
 	res.Total = time.Since(start)
 	return res, nil

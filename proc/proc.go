@@ -97,6 +97,7 @@ type Process struct {
 	// SyscallInsn is the address of a system call instruction inside the
 	// target, used by Syscall. The caller finds it in the target's code.
 	SyscallInsn uint64
+	closed      bool
 	// Landing, when set, makes injected system calls safe to abandon
 	// (see Landing).
 	Landing *Landing
@@ -156,8 +157,13 @@ func (p *Process) do(f func() error) error {
 func (p *Process) Run(fn func() error) error { return p.do(fn) }
 
 // Close resumes any stopped thread and releases the process.
+// Closing twice is harmless.
 func (p *Process) Close() error {
+	if p.closed {
+		return nil
+	}
 	err := p.ResumeAll()
+	p.closed = true
 	close(p.reqs)
 	p.mem.Close()
 	return err

@@ -170,3 +170,16 @@ func TestRemoteSyscallInStoppedProcess(t *testing.T) {
 	unix.Kill(fp.PID, unix.SIGCONT)
 	fp.WaitFor(t, mark, "usr1=0", 5*time.Second)
 }
+
+func TestCloseTwice(t *testing.T) {
+	p, err := proc.Open(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
