@@ -63,26 +63,12 @@ func (t *targetImage) pltName(addr uint64) (name string, ok bool) {
 // .plt.sec, .plt.got) to the symbol of the slot it jumps through.
 func readPLT(f *elf.File) (map[uint64]string, map[uint64]string) {
 	out, slots := map[uint64]string{}, map[uint64]string{}
-	dyn, err := f.DynamicSymbols()
-	if err != nil {
-		return out, slots
-	}
-	for _, sec := range f.Sections {
-		if sec.Type != elf.SHT_RELA || sec.Flags&elf.SHF_ALLOC == 0 {
-			continue
+	target.DynamicRelocs(f, func(r target.DynamicReloc) {
+		typ := elf.R_X86_64(r.Type)
+		if (typ == elf.R_X86_64_JMP_SLOT || typ == elf.R_X86_64_GLOB_DAT) && r.Symbol != "" {
+			slots[r.Offset] = r.Symbol
 		}
-		data, err := sec.Data()
-		if err != nil {
-			continue
-		}
-		for off := 0; off+24 <= len(data); off += 24 {
-			at, info := f.ByteOrder.Uint64(data[off:]), f.ByteOrder.Uint64(data[off+8:])
-			typ, si := elf.R_X86_64(uint32(info)), int(info>>32)
-			if (typ == elf.R_X86_64_JMP_SLOT || typ == elf.R_X86_64_GLOB_DAT) && si > 0 && si <= len(dyn) {
-				slots[at] = dyn[si-1].Name
-			}
-		}
-	}
+	})
 	for _, sec := range f.Sections {
 		if sec.Name != ".plt" && sec.Name != ".plt.sec" && sec.Name != ".plt.got" {
 			continue

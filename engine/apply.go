@@ -957,27 +957,29 @@ func (s *session) unwindArch(threads []*proc.Thread) (*consistency.Arch, error) 
 	return nil, fmt.Errorf("unwinding %s: %w", s.arch.Name, arch.ErrNotSupported)
 }
 
+// stackOf returns the bounds of the mapping holding sp, or zeros.
+func stackOf(maps []target.Mapping, sp uint64) (lo, hi uint64) {
+	for _, m := range maps {
+		if m.Contains(sp) {
+			return m.Start, m.End
+		}
+	}
+	return 0, 0
+}
+
 func (s *session) check(threads []*proc.Thread, maps []target.Mapping, mods *consistency.Modules, ranges []consistency.Range) (error, error) {
 	cts := make([]consistency.Thread, 0, len(threads))
 	for _, t := range threads {
 		sp := t.Regs.SP()
 		ct := consistency.Thread{TID: t.TID, Regs: t.Regs.DWARF(), PC: t.Regs.PC(), SP: sp}
-		for _, m := range maps {
-			if m.Contains(sp) {
-				ct.StackLo, ct.StackHi = m.Start, m.End
-			}
-		}
+		ct.StackLo, ct.StackHi = stackOf(maps, sp)
 		if ct.StackHi == 0 {
 			// A stack mapped after maps was read: read it again.
 			fresh, err := target.ReadMaps(s.pid)
 			if err != nil {
 				return nil, err
 			}
-			for _, m := range fresh {
-				if m.Contains(sp) {
-					ct.StackLo, ct.StackHi = m.Start, m.End
-				}
-			}
+			ct.StackLo, ct.StackHi = stackOf(fresh, sp)
 		}
 		cts = append(cts, ct)
 	}

@@ -186,19 +186,10 @@ func (s *session) lockFreeThread(mods *consistency.Modules, busy []consistency.R
 			if err != nil {
 				continue
 			}
-			ua, err := s.unwindArch([]*proc.Thread{t})
-			if err != nil {
-				s.p.Resume(t)
-				return nil, err
-			}
-			ct := consistency.Thread{TID: t.TID, Regs: t.Regs.DWARF(), PC: t.Regs.PC(), SP: t.Regs.SP()}
-			for _, m := range maps {
-				if m.Contains(ct.SP) {
-					ct.StackLo, ct.StackHi = m.Start, m.End
-				}
-			}
-			res, err := consistency.Check(ua, mods, s.p, []consistency.Thread{ct}, busy)
-			if err == nil && len(res.Busy) == 0 && ct.StackHi != 0 {
+			// The same check as before a switch: a frame in busy, or a stack
+			// that cannot be examined, makes the thread unsuitable.
+			inside, err := s.check([]*proc.Thread{t}, maps, mods, busy)
+			if err == nil && inside == nil {
 				return t, nil
 			}
 			s.p.Resume(t)

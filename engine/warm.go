@@ -52,11 +52,7 @@ func (s *session) warmUnwinder(mods *consistency.Modules, ranges []consistency.R
 			regs[ua.SP] = sp
 		}
 		t := consistency.Thread{TID: tid, Regs: regs, PC: pc, SP: sp}
-		for _, m := range maps {
-			if m.Contains(sp) {
-				t.StackLo, t.StackHi = m.Start, m.End
-			}
-		}
+		t.StackLo, t.StackHi = stackOf(maps, sp)
 		if t.StackHi != 0 {
 			threads = append(threads, t)
 		}

@@ -149,13 +149,14 @@ func LoadSymbols(path, name string) (*Symbols, error) {
 			s.dynAll = append(s.dynAll, Symbol{Name: es.Name, Value: es.Value, Size: es.Size, Type: typ, Bind: bind, Section: es.Section, Version: es.Version})
 		}
 	}
-	s.loadIRelative(f)
+	s.loadDynamicSlots(f)
 	return s, nil
 }
 
-// loadIRelative records, for each IRELATIVE relocation, the slot that holds
-// the resolved address of an IFUNC, keyed by the resolver's address.
-func (s *Symbols) loadIRelative(f *elf.File) {
+// loadDynamicSlots records, from the dynamic relocations, the slot that
+// holds each IFUNC's resolved address (keyed by the resolver's address) and
+// the GOT slot of each symbol reached through a GLOB_DAT.
+func (s *Symbols) loadDynamicSlots(f *elf.File) {
 	if f.Machine != elf.EM_X86_64 && f.Machine != elf.EM_AARCH64 {
 		return
 	}
@@ -163,6 +164,27 @@ func (s *Symbols) loadIRelative(f *elf.File) {
 	if f.Machine == elf.EM_AARCH64 {
 		irelative, globDat = uint32(elf.R_AARCH64_IRELATIVE), uint32(elf.R_AARCH64_GLOB_DAT)
 	}
+	DynamicRelocs(f, func(r DynamicReloc) {
+		switch {
+		case r.Type == irelative:
+			s.irel[r.Addend] = r.Offset
+		case r.Type == globDat && r.Symbol != "":
+			s.gotSlots[r.Symbol] = r.Offset
+		}
+	})
+}
+
+// DynamicReloc is one RELA entry the dynamic linker applies.
+type DynamicReloc struct {
+	Offset uint64 // link-time address of the relocated field
+	Type   uint32
+	Symbol string // "" for relocations without a symbol
+	Addend uint64
+}
+
+// DynamicRelocs calls fn for every entry of f's allocated RELA sections
+// (.rela.dyn, .rela.plt).
+func DynamicRelocs(f *elf.File, fn func(DynamicReloc)) {
 	dyn, _ := f.DynamicSymbols() // index i+1 in relocations: the null symbol is left out
 	for _, sec := range f.Sections {
 		if sec.Type != elf.SHT_RELA || sec.Flags&elf.SHF_ALLOC == 0 {
@@ -173,17 +195,12 @@ func (s *Symbols) loadIRelative(f *elf.File) {
 			continue
 		}
 		for off := 0; off+24 <= len(data); off += 24 {
-			r := f.ByteOrder.Uint64(data[off:])
 			info := f.ByteOrder.Uint64(data[off+8:])
-			addend := f.ByteOrder.Uint64(data[off+16:])
-			switch uint32(info) {
-			case irelative:
-				s.irel[addend] = r
-			case globDat:
-				if i := int(info>>32) - 1; i >= 0 && i < len(dyn) {
-					s.gotSlots[dyn[i].Name] = r
-				}
+			r := DynamicReloc{Offset: f.ByteOrder.Uint64(data[off:]), Type: uint32(info), Addend: f.ByteOrder.Uint64(data[off+16:])}
+			if i := int(info>>32) - 1; i >= 0 && i < len(dyn) {
+				r.Symbol = dyn[i].Name
 			}
+			fn(r)
 		}
 	}
 }
