@@ -64,9 +64,16 @@ func (r result) String() string {
 // hotpatch runs the CLI with args and returns what it printed and its exit code.
 func hotpatch(t *testing.T, args ...string) result {
 	t.Helper()
+	return hotpatchEnv(t, nil, args...)
+}
+
+// hotpatchEnv is hotpatch with extra environment variables.
+func hotpatchEnv(t *testing.T, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cli, args...)
+	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -96,7 +103,13 @@ func ok(t *testing.T, args ...string) result {
 // panic or stack trace. It returns that line.
 func fails(t *testing.T, args []string, want ...string) string {
 	t.Helper()
-	r := hotpatch(t, args...)
+	return failsEnv(t, nil, args, want...)
+}
+
+// failsEnv is fails with extra environment variables.
+func failsEnv(t *testing.T, env []string, args []string, want ...string) string {
+	t.Helper()
+	r := hotpatchEnv(t, env, args...)
 	if r.code == 0 {
 		t.Fatalf("want failure, got %v", r)
 	}

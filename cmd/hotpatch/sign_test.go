@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"debug/elf"
 	"encoding/hex"
@@ -12,93 +11,27 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hotpatch/hotpatch/internal/fixture"
 )
 
-// The CLI binary for the signing tests. It is built on first use, kept
-// while any test that asked for it is running, and removed after the last
-// one ends, so that repeated runs (-count=N) rebuild it instead of finding
-// it gone. This file defines no TestMain.
-var signBin struct {
-	mu    sync.Mutex
-	users int
-	dir   string
-	path  string
-}
-
-// signTestBinary returns the path of a hotpatch binary built from this
-// package with go build -o.
-func signTestBinary(t *testing.T) string {
-	t.Helper()
-	signBin.mu.Lock()
-	defer signBin.mu.Unlock()
-	if signBin.path == "" {
-		dir, err := os.MkdirTemp("", "hotpatch-sign-test-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		bin := filepath.Join(dir, "hotpatch")
-		if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-			os.RemoveAll(dir)
-			t.Fatalf("go build -o %s .: %v\n%s", bin, err, out)
-		}
-		signBin.dir, signBin.path = dir, bin
-	}
-	signBin.users++
-	t.Cleanup(func() {
-		signBin.mu.Lock()
-		defer signBin.mu.Unlock()
-		if signBin.users--; signBin.users == 0 {
-			os.RemoveAll(signBin.dir)
-			signBin.dir, signBin.path = "", ""
-		}
-	})
-	return signBin.path
-}
-
-// signCLI runs the CLI binary for the signing tests.
+// signCLI runs the CLI (built by TestMain) for the signing tests, with
+// HOTPATCH_TRUST_DIR set for every run.
 type signCLI struct {
-	bin      string
-	trustDir string // HOTPATCH_TRUST_DIR for every run
+	trustDir string
 }
 
-type signResult struct {
-	args           []string
-	stdout, stderr string
-	code           int
-}
+func (c signCLI) env() []string { return []string{"HOTPATCH_TRUST_DIR=" + c.trustDir} }
 
-func (r signResult) String() string {
-	return "hotpatch " + strings.Join(r.args, " ") + ": exit " + strconv.Itoa(r.code) +
-		"\nstdout:\n" + r.stdout + "\nstderr:\n" + r.stderr
-}
-
-func (c signCLI) run(t *testing.T, args ...string) signResult {
+func (c signCLI) run(t *testing.T, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, c.bin, args...)
-	cmd.Env = append(os.Environ(), "HOTPATCH_TRUST_DIR="+c.trustDir)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := signResult{args: args, stdout: stdout.String(), stderr: stderr.String()}
-	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatalf("run hotpatch %s: %v", strings.Join(args, " "), err)
-		}
-		r.code = ee.ExitCode()
-	}
-	return r
+	return hotpatchEnv(t, c.env(), args...)
 }
 
 // ok runs the CLI and fails the test unless it exits 0.
-func (c signCLI) ok(t *testing.T, args ...string) signResult {
+func (c signCLI) ok(t *testing.T, args ...string) result {
 	t.Helper()
 	r := c.run(t, args...)
 	if r.code != 0 {
@@ -107,31 +40,10 @@ func (c signCLI) ok(t *testing.T, args ...string) signResult {
 	return r
 }
 
-// fails runs the CLI, expects a non-zero exit with exactly one
-// "hotpatch: " error line on stderr (after at most one warning log line)
-// containing every string in want, and returns that line.
+// fails checks the CLI's failure contract (see fails in main_test.go).
 func (c signCLI) fails(t *testing.T, args []string, want ...string) string {
 	t.Helper()
-	r := c.run(t, args...)
-	if r.code == 0 {
-		t.Fatalf("want failure, got %v", r)
-	}
-	if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine ") {
-		t.Fatalf("stack trace on stderr: %v", r)
-	}
-	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
-	if len(lines) == 2 && strings.Contains(lines[0], "level=WARN") {
-		lines = lines[1:]
-	}
-	if len(lines) != 1 || !strings.HasPrefix(lines[0], "hotpatch: ") {
-		t.Fatalf("want exactly one \"hotpatch: \" line on stderr, got %v", r)
-	}
-	for _, w := range want {
-		if !strings.Contains(lines[0], w) {
-			t.Errorf("error line %q does not mention %q", lines[0], w)
-		}
-	}
-	return lines[0]
+	return failsEnv(t, c.env(), args, want...)
 }
 
 // signFixtures are the compiled fixtures and keys the signing tests share.
@@ -179,22 +91,13 @@ func flipTextByte(t *testing.T, path string) {
 	}
 }
 
-func signMaps(t *testing.T, pid int) string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 // TestSignCLI drives key generation, signing, verification, inspection
 // and signed applies through the hotpatch binary.
 func TestSignCLI(t *testing.T) {
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Skip("gcc not found in PATH; the signing CLI tests pack patch images from real gcc objects")
 	}
-	cli := signCLI{bin: signTestBinary(t)}
+	cli := signCLI{}
 	dir := t.TempDir()
 	cli.trustDir = filepath.Join(dir, "no-trust-dir") // does not exist
 
@@ -287,7 +190,7 @@ func testSignVerifyInspect(t *testing.T, cli signCLI, fx signFixtures) {
 	if !strings.Contains(r.stdout, "signature valid") || !strings.Contains(r.stdout, fx.fp) {
 		t.Errorf("verify --trust output: %q", r.stdout)
 	}
-	trusted := signCLI{bin: cli.bin, trustDir: fx.trustDir}
+	trusted := signCLI{trustDir: fx.trustDir}
 	r = trusted.ok(t, "verify", hp)
 	if !strings.Contains(r.stdout, fx.fp) || !strings.Contains(r.stdout, filepath.Join(fx.trustDir, "dev.pub")) {
 		t.Errorf("verify with the trust directory: %q", r.stdout)
@@ -368,7 +271,7 @@ func testSignedApply(t *testing.T, cli signCLI, fx signFixtures) {
 	cli.ok(t, "sign", "--key", fx.key, signed)
 	tampered := copyFile(t, signed, filepath.Join(dir, "tampered.hp"))
 	flipTextByte(t, tampered)
-	trusted := signCLI{bin: cli.bin, trustDir: fx.trustDir}
+	trusted := signCLI{trustDir: fx.trustDir}
 
 	p := fixture.Start(t, fx.target)
 	p.WaitFor(t, 0, "compute=42", 5*time.Second)
@@ -383,7 +286,7 @@ func testSignedApply(t *testing.T, cli signCLI, fx signFixtures) {
 		t.Helper()
 		line := c.fails(t, args, want...)
 		t.Logf("%s: %s", name, line)
-		if m := signMaps(t, p.PID); strings.Contains(m, "hotpatch") {
+		if m := maps(t, p.PID); strings.Contains(m, "hotpatch") {
 			t.Fatalf("%s: a patch mapping appeared:\n%s", name, m)
 		}
 		if !p.Alive() {
