@@ -92,16 +92,7 @@ func take(t *testing.T, pid int, addr uint64, n int) snapshot {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	code := make([]byte, n)
-	if _, err := f.ReadAt(code, int64(addr)); err != nil {
-		t.Fatal(err)
-	}
-	return snapshot{maps: string(maps), code: code}
+	return snapshot{maps: string(maps), code: fixture.ReadMemory(t, pid, addr, n)}
 }
 
 func (s snapshot) assertSame(t *testing.T, after snapshot) {
@@ -112,32 +103,6 @@ func (s snapshot) assertSame(t *testing.T, after snapshot) {
 	if !bytes.Equal(s.code, after.code) {
 		t.Errorf("function bytes changed: % x -> % x", s.code, after.code)
 	}
-}
-
-// funcAddr is the runtime address of a function in the process's main image.
-func funcAddr(t *testing.T, pid int, bin, name string) uint64 {
-	t.Helper()
-	maps, err := target.ReadMaps(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := target.BuildIDOfFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := target.FindImage(pid, maps, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syms, err := target.LoadSymbols(bin, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sym, err := syms.Lookup(name, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img.Bias + sym.Value
 }
 
 func TestApplyRevertPIE(t *testing.T) {
@@ -348,7 +313,7 @@ func TestBusyTimeoutLeavesTargetUntouched(t *testing.T) {
 	p := fixture.Start(t, bin, "100000000")
 	p.WaitFor(t, 0, "entering", waitLine)
 	time.Sleep(50 * time.Millisecond)
-	addr := funcAddr(t, p.PID, bin, "slow")
+	addr := fixture.FuncAddr(t, p.PID, bin, "slow")
 	before := take(t, p.PID, addr, 16)
 	spec := fixture.Pack(t, bin, object(t, "sleeper", "slow_v2.c"), "slow-fix", "slow=slow_v2")
 	_, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{Timeout: 300 * time.Millisecond})
@@ -465,7 +430,7 @@ func TestRefusals(t *testing.T) {
 	other := build(t, "basic", "target.c", "other", "-DOTHER_BUILD=1", "-O1")
 	p := fixture.Start(t, bin)
 	p.WaitFor(t, 0, "compute=42", waitLine)
-	addr := funcAddr(t, p.PID, bin, "compute")
+	addr := fixture.FuncAddr(t, p.PID, bin, "compute")
 
 	cases := []struct {
 		name string
@@ -513,7 +478,7 @@ func TestRefusals(t *testing.T) {
 		nb := build(t, "basic", "noroom_target.c", "noroom")
 		np := fixture.Start(t, nb)
 		np.WaitFor(t, 0, "tight=2", waitLine)
-		a := funcAddr(t, np.PID, nb, "tight")
+		a := fixture.FuncAddr(t, np.PID, nb, "tight")
 		before := take(t, np.PID, a, 8)
 		spec := fixture.Pack(t, nb, object(t, "basic", "noroom.c"), "x", "tight=tight_v2")
 		_, err := engine.Apply(context.Background(), np.PID, spec, engine.Options{Timeout: time.Second})
@@ -557,7 +522,7 @@ func TestUngatedFunction(t *testing.T) {
 	p.WaitFor(t, p.Mark(), "sum=6", waitLine)
 	// Entry consistency would leave threads looping inside the old body,
 	// which jumps back into the overwritten bytes: refused, target untouched.
-	addr := funcAddr(t, p.PID, bin, "sum_to")
+	addr := fixture.FuncAddr(t, p.PID, bin, "sum_to")
 	before := take(t, p.PID, addr, 8)
 	if _, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{Consistency: engine.ConsistencyEntry}); !errors.Is(err, engine.ErrEntryUnsafe) {
 		t.Fatalf("entry mode on an ungated function: want ErrEntryUnsafe, got %v", err)
@@ -635,7 +600,7 @@ func TestBranchProtection(t *testing.T) {
 	bin := build(t, "branchprot", "target.c", "branchprot", fixture.BranchProtection)
 	p := fixture.Start(t, bin)
 	p.WaitFor(t, 0, "compute=41 leaf=2 direct=41", waitLine)
-	entries := map[string]uint64{"compute": funcAddr(t, p.PID, bin, "compute"), "leaf": funcAddr(t, p.PID, bin, "leaf")}
+	entries := map[string]uint64{"compute": fixture.FuncAddr(t, p.PID, bin, "compute"), "leaf": fixture.FuncAddr(t, p.PID, bin, "leaf")}
 	before := map[string][]byte{}
 	for name, addr := range entries {
 		before[name] = readCode(t, p.PID, addr, 8)

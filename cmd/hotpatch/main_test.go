@@ -20,7 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hotpatch/hotpatch/internal/fixture"
-	"github.com/hotpatch/hotpatch/target"
 )
 
 const waitLine = 5 * time.Second
@@ -216,36 +215,7 @@ func maps(t *testing.T, pid int) string {
 // code returns the first bytes of function name as the process runs them.
 func code(t *testing.T, pid int, bin, name string) []byte {
 	t.Helper()
-	ms, err := target.ReadMaps(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := target.BuildIDOfFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := target.FindImage(pid, ms, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syms, err := target.LoadSymbols(bin, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sym, err := syms.Lookup(name, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/mem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 16)
-	if _, err := f.ReadAt(b, int64(img.Bias+sym.Value)); err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return fixture.ReadMemory(t, pid, fixture.FuncAddr(t, pid, bin, name), 16)
 }
 
 // kernelNamesMappings reports whether this kernel names anonymous mappings
