@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/hotpatch/hotpatch/internal/leb128"
 )
 
 // Unwind information. Every function of the patch needs its FDE in the
@@ -147,40 +149,31 @@ func (r *ehReader) byte() byte {
 }
 
 func (r *ehReader) uleb() uint64 {
-	var v uint64
-	for shift := uint(0); ; shift += 7 {
-		b := r.byte()
-		if r.err != nil {
-			return 0
-		}
-		if shift < 64 {
-			v |= uint64(b&0x7f) << shift
-		}
-		if b&0x80 == 0 {
-			return v
-		}
+	if r.p >= r.end || r.end > uint64(len(r.data)) {
+		r.fail("truncated")
+		return 0
 	}
+	v, n, ok := leb128.Unsigned(r.data[r.p:r.end])
+	r.p += uint64(n)
+	if !ok {
+		r.fail("truncated")
+		return 0
+	}
+	return v
 }
 
 func (r *ehReader) sleb() int64 {
-	var v int64
-	var shift uint
-	for {
-		b := r.byte()
-		if r.err != nil {
-			return 0
-		}
-		if shift < 64 {
-			v |= int64(b&0x7f) << shift
-		}
-		shift += 7
-		if b&0x80 == 0 {
-			if shift < 64 && b&0x40 != 0 {
-				v |= -1 << shift
-			}
-			return v
-		}
+	if r.p >= r.end || r.end > uint64(len(r.data)) {
+		r.fail("truncated")
+		return 0
 	}
+	v, n, ok := leb128.Signed(r.data[r.p:r.end])
+	r.p += uint64(n)
+	if !ok {
+		r.fail("truncated")
+		return 0
+	}
+	return v
 }
 
 func (r *ehReader) cstring() string {

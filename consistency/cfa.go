@@ -1,6 +1,10 @@
 package consistency
 
-import "github.com/go-delve/delve/pkg/dwarf/frame"
+import (
+	"github.com/go-delve/delve/pkg/dwarf/frame"
+
+	"github.com/hotpatch/hotpatch/internal/leb128"
+)
 
 // cfaInfo summarizes a CFA instruction stream. The frame package maps
 // DW_CFA_restore to "undefined" (it never records the CIE's initial rules)
@@ -51,20 +55,11 @@ func scanCFA(b []byte) (info cfaInfo) {
 	}
 	i := 0
 	uleb := func() uint64 {
-		var v uint64
-		var shift uint
-		for i < len(b) {
-			c := b[i]
-			i++
-			if shift < 64 {
-				v |= uint64(c&0x7f) << shift
-			}
-			shift += 7
-			if c&0x80 == 0 {
-				return v
-			}
+		v, n, ok := leb128.Unsigned(b[i:])
+		i += n
+		if !ok {
+			info.bad = true
 		}
-		info.bad = true
 		return v
 	}
 	skip := func(n int) {
@@ -146,32 +141,12 @@ func hideNegateRAState(fdes frame.FrameDescriptionEntries) {
 // stands as an opcode of the CFA program b, decoded as scanCFA decodes it.
 func hideOp(b []byte, op byte) {
 	i := 0
-	uleb := func() {
-		for i < len(b) {
-			c := b[i]
-			i++
-			if c&0x80 == 0 {
-				return
-			}
-		}
-	}
-	skip := func(n uint64) { i = int(min(uint64(i)+n, uint64(len(b)))) }
-	ulebVal := func() uint64 {
-		var v uint64
-		var shift uint
-		for i < len(b) {
-			c := b[i]
-			i++
-			if shift < 64 {
-				v |= uint64(c&0x7f) << shift
-			}
-			shift += 7
-			if c&0x80 == 0 {
-				break
-			}
-		}
+	uleb := func() uint64 {
+		v, n, _ := leb128.Unsigned(b[i:])
+		i += n
 		return v
 	}
+	skip := func(n uint64) { i = int(min(uint64(i)+n, uint64(len(b)))) }
 	for i < len(b) {
 		o := b[i]
 		i++
@@ -199,10 +174,10 @@ func hideOp(b []byte, op byte) {
 		case 0x06, 0x07, 0x08, 0x0d, 0x0e, 0x13, 0x2e:
 			uleb()
 		case 0x0f:
-			skip(ulebVal())
+			skip(uleb())
 		case 0x10, 0x16:
 			uleb()
-			skip(ulebVal())
+			skip(uleb())
 		case 0x1c, 0x3f:
 			skip(1)
 		case 0x00, 0x0a, 0x0b:

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/hotpatch/hotpatch/internal/leb128"
 )
 
 // maxExprSteps bounds a DWARF expression, which may branch backwards.
@@ -28,39 +30,14 @@ func evalExpr(code []byte, push *uint64, reg func(uint64) (uint64, bool), deref 
 		return 0, fmt.Errorf("%w: %s at offset %d", errExpr, what, i)
 	}
 	uleb := func() (uint64, bool) {
-		var v uint64
-		var shift uint
-		for i < len(code) {
-			c := code[i]
-			i++
-			if shift < 64 {
-				v |= uint64(c&0x7f) << shift
-			}
-			shift += 7
-			if c&0x80 == 0 {
-				return v, true
-			}
-		}
-		return 0, false
+		v, n, ok := leb128.Unsigned(code[i:])
+		i += n
+		return v, ok
 	}
 	sleb := func() (int64, bool) {
-		var v int64
-		var shift uint
-		for i < len(code) {
-			c := code[i]
-			i++
-			if shift < 64 {
-				v |= int64(c&0x7f) << shift
-			}
-			shift += 7
-			if c&0x80 == 0 {
-				if shift < 64 && c&0x40 != 0 {
-					v |= -1 << shift
-				}
-				return v, true
-			}
-		}
-		return 0, false
+		v, n, ok := leb128.Signed(code[i:])
+		i += n
+		return v, ok
 	}
 	fixed := func(n int) (uint64, bool) {
 		if i+n > len(code) {
