@@ -205,7 +205,7 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 	mods := s.cfiModules()
 	// Every check passed: only now touch the process, first to clear what
 	// an engine that died earlier left behind.
-	if err := s.collectStale(records); err != nil {
+	if err := s.collectStale(records, mods); err != nil {
 		return nil, err
 	}
 

@@ -112,7 +112,7 @@ func (s *session) liveSites(r *record) int {
 // collectStale unmaps patch mappings that no jump leads to: leftovers of an
 // engine that died before switching or after reverting. The caller holds
 // the process lock, so no other engine is preparing them.
-func (s *session) collectStale(records []found) error {
+func (s *session) collectStale(records []found, mods *consistency.Modules) error {
 	for _, r := range records {
 		// A jump leading into the mapping, or a set gate, means it is in use;
 		// so does a jump a newer patch saved and puts back on revert.
@@ -120,7 +120,7 @@ func (s *session) collectStale(records []found) error {
 			continue
 		}
 		if s.registered(r.rec) {
-			if err := s.deregister(r.rec, s.cfiModules()); err != nil {
+			if err := s.deregister(r.rec, mods); err != nil {
 				continue // registered tables must outlive nothing: leave it mapped
 			}
 		}
