@@ -88,11 +88,21 @@ type session struct {
 }
 
 func open(pid int) (*session, error) {
-	maps, err := target.ReadMaps(pid)
+	s, err := openMaps(pid)
 	if err != nil {
 		return nil, err
 	}
-	images, err := target.Images(pid, maps)
+	if s.images, err = target.Images(pid, s.maps); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openMaps opens pid without reading its ELF images: enough for status,
+// which reads only the maps and the process's memory.
+func openMaps(pid int) (*session, error) {
+	maps, err := target.ReadMaps(pid)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +114,7 @@ func open(pid int) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{pid: pid, arch: a, p: p, maps: maps, images: images}, nil
+	return &session{pid: pid, arch: a, p: p, maps: maps}, nil
 }
 
 func (s *session) close() { s.p.Close() }

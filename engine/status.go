@@ -159,7 +159,7 @@ type FunctionStatus struct {
 
 // Status reads the patches of pid from the process alone.
 func Status(pid int) ([]PatchStatus, error) {
-	s, err := open(pid)
+	s, err := openMaps(pid)
 	if err != nil {
 		return nil, err
 	}
