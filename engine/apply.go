@@ -468,7 +468,7 @@ func (s *session) makeSite(ps plannedSite, newAddr uint64, linked *link.Linked, 
 		}
 		back, err := a.EncodeJump(bodyAt+uint64(len(body)), at+uint64(covered), backRoom)
 		if err != nil {
-			return direct(err)
+			return direct(fmt.Errorf("the stub's way back into the old body at %#x must be a direct jump, and the patch lies out of its reach: %w", at+uint64(covered), err))
 		}
 		body = append(body, back...)
 	}
