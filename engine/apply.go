@@ -902,6 +902,12 @@ func (s *session) switchWhenIdle(ctx context.Context, timeout time.Duration, mod
 		var done bool
 		err = s.p.Run(func() error {
 			threads, err := s.p.StopAll()
+			if errors.Is(err, proc.ErrStopTimeout) {
+				// A thread in an uninterruptible sleep: the others were let
+				// go at once; try again when it may have woken.
+				busy = err
+				return nil
+			}
 			if err != nil {
 				return err
 			}

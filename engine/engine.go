@@ -146,7 +146,7 @@ func (s *session) remote(fn func(t *proc.Thread) error) error {
 		if t, err = s.p.StopThread(tid); err == nil {
 			break
 		}
-		if !errors.Is(err, proc.ErrThreadGone) {
+		if !errors.Is(err, proc.ErrThreadGone) && !errors.Is(err, proc.ErrStopTimeout) {
 			return err
 		}
 	}

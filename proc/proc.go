@@ -23,7 +23,14 @@ var (
 	ErrPermission = errors.New("not permitted to trace process")
 	// ErrThreadGone means a thread exited while it was being controlled.
 	ErrThreadGone = errors.New("thread exited")
+	// ErrStopTimeout means a thread did not reach its stop in time: it is
+	// in an uninterruptible sleep (a vfork parent, I/O on a stuck file
+	// system), which no tracer can interrupt.
+	ErrStopTimeout = errors.New("thread did not stop in time")
 )
+
+// DefaultStopLimit is how long a thread may take to reach its stop.
+const DefaultStopLimit = 250 * time.Millisecond
 
 // Error is a failed operation on one thread or address.
 type Error struct {
@@ -91,6 +98,16 @@ type Process struct {
 	reqs    chan func()
 	tracer  atomic.Int64 // OS thread id of the ptrace thread
 	stopped map[int]*Thread
+	// unstopped are threads seized and interrupted that did not stop in
+	// time. They stay seized: a thread that is not stopped cannot be
+	// detached. Their stop is collected by a later StopAll or StopThread,
+	// or, when the process is closed, the kernel lets them go as the
+	// tracer thread exits.
+	unstopped map[int]bool
+	// StopLimit bounds the wait for one thread's stop (DefaultStopLimit
+	// when zero), so a thread that cannot stop never holds the others
+	// stopped for long.
+	StopLimit time.Duration
 	// StopStarted is when the last StopAll interrupted its first thread:
 	// the start of the pause.
 	StopStarted time.Time
@@ -118,7 +135,7 @@ func Open(pid int) (*Process, error) {
 		}
 		return nil, fmt.Errorf("open memory of pid %d: %w", pid, err)
 	}
-	p := &Process{PID: pid, mem: mem, reqs: make(chan func()), stopped: map[int]*Thread{}}
+	p := &Process{PID: pid, mem: mem, reqs: make(chan func()), stopped: map[int]*Thread{}, unstopped: map[int]bool{}}
 	go p.serve()
 	return p, nil
 }
@@ -136,6 +153,9 @@ func (p *Process) serve() {
 	for f := range p.reqs {
 		f()
 	}
+	// The thread exits locked: the kernel then detaches every thread it
+	// still traces, including unstopped ones, and clears their pending
+	// interrupts.
 }
 
 // do runs f on the ptrace thread. Called from inside Run, it runs f inline:
@@ -255,6 +275,13 @@ func (p *Process) StopAll() ([]*Thread, error) {
 				if _, ok := p.stopped[tid]; ok {
 					continue
 				}
+				if p.unstopped[tid] {
+					// Seized and interrupted by an earlier attempt.
+					delete(p.unstopped, tid)
+					p.stopped[tid] = &Thread{TID: tid}
+					seized = append(seized, tid)
+					continue
+				}
 				if err := seize(tid); err != nil {
 					if err == unix.ESRCH || (err == unix.EPERM && p.exited(tid)) {
 						continue // exited meanwhile; a zombie cannot be seized
@@ -280,12 +307,17 @@ func (p *Process) StopAll() ([]*Thread, error) {
 			}
 			// Wait for this round's stops before listing again, so a thread
 			// cloned by a not-yet-stopped thread is seen next round.
+			interrupted := time.Now()
 			for _, tid := range seized {
 				t := p.stopped[tid]
-				if err := p.waitStop(t); err != nil {
+				if err := p.waitStop(t, interrupted); err != nil {
 					if errors.Is(err, ErrThreadGone) {
 						delete(p.stopped, tid)
 						continue
+					}
+					if errors.Is(err, ErrStopTimeout) {
+						delete(p.stopped, tid)
+						p.unstopped[tid] = true
 					}
 					if seizeErr == nil {
 						seizeErr = err
@@ -329,26 +361,33 @@ func seizeError(tid int, err error) error {
 
 // seizeAndStop must run on the ptrace thread.
 func (p *Process) seizeAndStop(tid int) (*Thread, error) {
-	if err := seize(tid); err != nil {
-		if err == unix.ESRCH || (err == unix.EPERM && p.exited(tid)) {
-			return nil, &Error{Op: "seize", TID: tid, Err: ErrThreadGone}
-		}
-		return nil, seizeError(tid, err)
-	}
 	t := &Thread{TID: tid}
-	if err := unix.PtraceInterrupt(tid); err != nil {
-		unix.PtraceDetach(tid)
-		return nil, &Error{Op: "interrupt", TID: tid, Err: err}
+	if p.unstopped[tid] {
+		delete(p.unstopped, tid) // seized and interrupted before
+	} else {
+		if err := seize(tid); err != nil {
+			if err == unix.ESRCH || (err == unix.EPERM && p.exited(tid)) {
+				return nil, &Error{Op: "seize", TID: tid, Err: ErrThreadGone}
+			}
+			return nil, seizeError(tid, err)
+		}
+		if err := unix.PtraceInterrupt(tid); err != nil {
+			unix.PtraceDetach(tid)
+			return nil, &Error{Op: "interrupt", TID: tid, Err: err}
+		}
 	}
 	// A signal may stop the thread before the interrupt does. The thread
 	// was running a moment ago: deliver it now, so the thread is returned
 	// in an interrupt stop with the registers it will run on.
-	err := p.waitStop(t)
+	err := p.waitStop(t, time.Now())
 	if err == nil {
 		err = p.settle(t)
 	}
 	if err != nil {
-		if !errors.Is(err, ErrThreadGone) {
+		switch {
+		case errors.Is(err, ErrStopTimeout):
+			p.unstopped[tid] = true
+		case !errors.Is(err, ErrThreadGone):
 			detach(tid, int(t.pendingSignal)) // never leave it seized
 		}
 		return nil, err
@@ -371,40 +410,11 @@ func (p *Process) settle(t *Thread) error {
 			return &Error{Op: "deliver signal", TID: t.TID, Err: err}
 		}
 		t.pendingSignal = 0
-		if err := p.waitStop(t); err != nil {
+		if err := p.waitStop(t, time.Now()); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// waitStop waits for t's next stop and loads its registers. A signal that
-// stopped t instead of the interrupt is kept in pendingSignal, delivered
-// when t is detached (or by settle).
-func (p *Process) waitStop(t *Thread) error {
-	for {
-		var ws unix.WaitStatus
-		_, err := unix.Wait4(t.TID, &ws, unix.WALL, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return &Error{Op: "wait", TID: t.TID, Err: err}
-		}
-		if ws.Exited() || ws.Signaled() {
-			return &Error{Op: "wait", TID: t.TID, Err: ErrThreadGone}
-		}
-		if !ws.Stopped() {
-			continue
-		}
-		if kind, sig := stopKind(ws); kind == stopSignal {
-			t.pendingSignal = sig
-		}
-		if err := getRegs(t.TID, &t.Regs); err != nil {
-			return &Error{Op: "read registers", TID: t.TID, Err: err}
-		}
-		return nil
-	}
 }
 
 // ResumeAll detaches every stopped thread; each continues exactly where it

@@ -1,0 +1,101 @@
+package proc
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// waitStop waits for the stop of t, interrupted at since, and loads its
+// registers. A signal that stopped t instead of the interrupt is kept in
+// pendingSignal, delivered when t is detached (or by settle). A thread
+// that has not stopped within the stop limit, or that is found in an
+// uninterruptible sleep once it is a millisecond late, is given up on with
+// ErrStopTimeout; it stays seized, and the caller notes it in p.unstopped.
+//
+// The wait polls: a blocking wait4 cannot be given a time limit, and a
+// thread in an uninterruptible sleep (a vfork parent, I/O on a hung file
+// system) would hold every other thread stopped until it woke. Naps grow
+// with the time already waited, so a thread that stops quickly is seen
+// quickly. Measured against a blocking wait4, polling adds about 10% to
+// the stop phase (docs/benchmarks.md). Handing the blocking wait to
+// another thread of this process (waitid with WNOWAIT, so a waiter left
+// behind cannot take a later tracer's status) measured slower still.
+func (p *Process) waitStop(t *Thread, since time.Time) error {
+	var looked time.Time
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(t.TID, &ws, unix.WALL|unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return &Error{Op: "wait", TID: t.TID, Err: err}
+		}
+		if pid == 0 {
+			now := time.Now()
+			waited := now.Sub(since)
+			giveUp := waited > p.stopLimit()
+			if !giveUp && waited >= time.Millisecond && now.Sub(looked) >= time.Millisecond {
+				looked = now
+				giveUp = p.uninterruptible(t.TID)
+			}
+			if giveUp {
+				return &Error{Op: "stop", TID: t.TID, Err: fmt.Errorf("%w (state %s); retry later", ErrStopTimeout, p.threadState(t.TID))}
+			}
+			ts := unix.NsecToTimespec(min(max(waited/4, 4*time.Microsecond), time.Millisecond).Nanoseconds())
+			unix.Nanosleep(&ts, nil)
+			continue
+		}
+		if ws.Exited() || ws.Signaled() {
+			return &Error{Op: "wait", TID: t.TID, Err: ErrThreadGone}
+		}
+		if !ws.Stopped() {
+			continue
+		}
+		if kind, sig := stopKind(ws); kind == stopSignal {
+			t.pendingSignal = sig
+		}
+		if err := getRegs(t.TID, &t.Regs); err != nil {
+			return &Error{Op: "read registers", TID: t.TID, Err: err}
+		}
+		return nil
+	}
+}
+
+// uninterruptible reports whether thread tid sleeps where no signal or
+// interrupt reaches it.
+func (p *Process) uninterruptible(tid int) bool {
+	return strings.HasPrefix(p.threadState(tid), "D")
+}
+
+// threadState describes the scheduler state of thread tid, from its stat.
+func (p *Process) threadState(tid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/task/" + strconv.Itoa(tid) + "/stat")
+	if err != nil {
+		return "unknown"
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return "unknown"
+	}
+	switch c := s[i+2]; c {
+	case 'D':
+		return "D, uninterruptible sleep"
+	default:
+		return string(c)
+	}
+}
+
+// stopLimit bounds the wait for one thread's stop.
+func (p *Process) stopLimit() time.Duration {
+	if p.StopLimit > 0 {
+		return p.StopLimit
+	}
+	return DefaultStopLimit
+}
