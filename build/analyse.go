@@ -25,7 +25,7 @@ func (b *builder) analyse(origRecs, patchedRecs []CompileRecord, res *Result) er
 	for _, k := range sortedKeys(pm) {
 		pr := pm[k]
 		or, hasOrig := om[k]
-		if hasOrig && sameFile(or.Copy, pr.Copy) {
+		if hasOrig && sameFile(or.analysisObject(), pr.analysisObject()) {
 			continue
 		}
 		if pr.LTO {
@@ -39,19 +39,25 @@ func (b *builder) analyse(origRecs, patchedRecs []CompileRecord, res *Result) er
 			// for a new file's functions they would be left out.
 			return fmt.Errorf("%w: the original build did not compile %s into %s (its object looked up to date), the fixed build did; clean the tree (e.g. make clean) and build again", ErrUnsupported, pr.Source, pr.Output)
 		}
-		po, err := loadObject(pr.Copy)
+		po, err := loadObject(pr.analysisObject(), b.tgt.mach)
 		if err != nil {
 			return err
 		}
 		po.rec, po.lang = pr, pr.Lang
-		var oo *object
+		var oo, real *object
 		if hasOrig {
-			if oo, err = loadObject(or.Copy); err != nil {
+			if oo, err = loadObject(or.analysisObject(), b.tgt.mach); err != nil {
 				return err
 			}
 			oo.rec, oo.lang = or, or.Lang
+			if or.Analysis != "" {
+				if real, err = loadObject(or.Copy, b.tgt.mach); err != nil {
+					return err
+				}
+			}
 		}
 		u := newUnit(pr.Source, oo, po)
+		u.real = real
 		u.compare()
 		if _, ok := bySource[pr.Source]; !ok {
 			sources = append(sources, pr.Source)
@@ -269,11 +275,24 @@ func (b *builder) replacements(u *unit) ([]*replacement, map[*symbol]uint64, err
 		if !ok {
 			return nil, nil, &MismatchError{Function: o.name, File: localFile(o, u.orig.file), Detail: "its bytes are not in a loaded segment of the target"}
 		}
-		obs, err := b.runPre(u, o, code, ts.Value)
+		// Run-pre matches the object compiled as the target was; the
+		// analysis object has the same functions and variables by name.
+		fn := o
+		if u.real != nil {
+			if fn = u.real.byName[o.name]; fn == nil || !fn.defined() || !isFunc(fn) {
+				return nil, nil, &MismatchError{Function: o.name, File: localFile(o, u.orig.file), Detail: "the original build's own object (compiled as the target was) has no such function"}
+			}
+		}
+		obs, err := b.runPre(u, fn, code, ts.Value)
 		if err != nil {
 			return nil, nil, err
 		}
 		for k, v := range obs {
+			if u.real != nil {
+				if k = u.orig.byName[k.name]; k == nil {
+					continue
+				}
+			}
 			observed[k] = v
 		}
 		out = append(out, &replacement{u: u, patched: p, orig: o, tsym: ts, code: code})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -25,7 +26,12 @@ type Options struct {
 	Diff   string // the fix, a unified diff applied with -p1
 	Target string // the executable or shared library the patch is for
 
-	BuildCmd    string // shell command that builds the tree; default "make"
+	BuildCmd string // shell command that builds the tree; default "make"
+	// CC and CXX are the C and C++ compilers the target was built with,
+	// e.g. a cross compiler (aarch64-linux-gnu-gcc); default gcc (cc) and
+	// g++ (c++) from PATH. With CC alone, CXX is its g++ (clang++) sibling
+	// when there is one. They must produce code for the target's machine.
+	CC, CXX     string
 	Jobs        int    // parallel jobs (MAKEFLAGS -jN); default the number of CPUs
 	ID          string // patch id; default the diff's name and a hash
 	Description string
@@ -170,7 +176,7 @@ func (b *builder) buildTwice(ctx context.Context, work string, res *Result) (ori
 		}
 	}
 	start := time.Now()
-	if err := b.runBuild(ctx, "original", tree, append(env, EnvLogDir+"="+origLog)); err != nil {
+	if err := b.runBuild(ctx, "original", tree, append(env, EnvLogDir+"="+origLog, EnvStage+"=original")); err != nil {
 		return nil, nil, err
 	}
 	res.OriginalBuild = time.Since(start)
@@ -197,7 +203,7 @@ func (b *builder) buildTwice(ctx context.Context, work string, res *Result) (ori
 		}
 	}
 	start = time.Now()
-	if err := b.runBuild(ctx, "patched", tree, append(env, EnvLogDir+"="+patchedLog)); err != nil {
+	if err := b.runBuild(ctx, "patched", tree, append(env, EnvLogDir+"="+patchedLog, EnvStage+"=patched")); err != nil {
 		return nil, nil, err
 	}
 	res.PatchedBuild = time.Since(start)
@@ -263,42 +269,117 @@ func (b *builder) wrapperEnv(binDir string) ([]string, error) {
 	for _, w := range wrapper {
 		quoted = append(quoted, shellQuote(w))
 	}
-	found := map[string]string{}
-	for _, name := range []string{"cc", "gcc", "c++", "g++"} {
-		real, err := exec.LookPath(name)
-		if err != nil {
-			continue
+	ccReal, cxxReal, err := b.compilers()
+	if err != nil {
+		return nil, err
+	}
+	// The scripts stand for the usual names and for the compilers' own
+	// (a Makefile may call $(CROSS_COMPILE)gcc).
+	scripts := map[string]string{}
+	if ccReal != "" {
+		for _, name := range []string{"cc", "gcc", filepath.Base(ccReal)} {
+			scripts[name] = ccReal
 		}
-		real, _ = filepath.Abs(real)
-		found[name] = real
+	}
+	if cxxReal != "" {
+		for _, name := range []string{"c++", "g++", filepath.Base(cxxReal)} {
+			scripts[name] = cxxReal
+		}
+	}
+	for name, real := range scripts {
 		script := fmt.Sprintf("#!/bin/sh\n%s=%s\nexport %s\nexec %s \"$@\"\n", EnvRealCompiler, shellQuote(real), EnvRealCompiler, strings.Join(quoted, " "))
 		if err := os.WriteFile(filepath.Join(binDir, name), []byte(script), 0o755); err != nil {
 			return nil, err
 		}
 	}
-	if found["gcc"] == "" && found["cc"] == "" {
-		return nil, fmt.Errorf("%w: no C compiler (gcc or cc) on PATH", ErrUnsupported)
-	}
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "PATH", "CC", "CXX", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", EnvLogDir, EnvRealCompiler:
+		case "PATH", "CC", "CXX", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", EnvLogDir, EnvRealCompiler, EnvMachine, EnvStage:
 			continue
 		}
 		env = append(env, kv)
 	}
-	cc, cxx := "gcc", "g++"
-	if found["gcc"] == "" {
-		cc = "cc"
-	}
-	if found["g++"] == "" {
-		cxx = "c++"
-	}
 	env = append(env, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"CC="+filepath.Join(binDir, cc), "CXX="+filepath.Join(binDir, cxx),
+		"CC="+filepath.Join(binDir, "gcc"), EnvMachine+"="+b.tgt.mach.name,
 		fmt.Sprintf("MAKEFLAGS=-j%d", b.opts.Jobs), fmt.Sprintf("CMAKE_BUILD_PARALLEL_LEVEL=%d", b.opts.Jobs))
+	if cxxReal != "" {
+		env = append(env, "CXX="+filepath.Join(binDir, "g++"))
+	}
 	return env, nil
+}
+
+// compilers finds the real C and C++ compilers and checks that they make
+// code for the target's machine. The C++ one is "" when there is none.
+func (b *builder) compilers() (cc, cxx string, err error) {
+	look := func(flag, prog string) (string, error) {
+		if strings.ContainsAny(prog, " \t") {
+			return "", fmt.Errorf("%w: %s %q: name one compiler program, without options (put options in the build command)", ErrUnsupported, flag, prog)
+		}
+		p, err := exec.LookPath(prog)
+		if err != nil {
+			return "", fmt.Errorf("%w: %s %s: %v", ErrUnsupported, flag, prog, err)
+		}
+		return filepath.Abs(p)
+	}
+	switch {
+	case b.opts.CC != "":
+		if cc, err = look("--cc", b.opts.CC); err != nil {
+			return "", "", err
+		}
+	default:
+		for _, name := range []string{"gcc", "cc"} {
+			if p, err := exec.LookPath(name); err == nil {
+				cc, _ = filepath.Abs(p)
+				break
+			}
+		}
+		if cc == "" {
+			return "", "", fmt.Errorf("%w: no C compiler (gcc or cc) on PATH", ErrUnsupported)
+		}
+	}
+	switch {
+	case b.opts.CXX != "":
+		if cxx, err = look("--cxx", b.opts.CXX); err != nil {
+			return "", "", err
+		}
+	case b.opts.CC != "":
+		// aarch64-linux-gnu-gcc goes with aarch64-linux-gnu-g++.
+		dir, base := filepath.Split(cc)
+		for _, pair := range [][2]string{{"gcc", "g++"}, {"clang", "clang++"}, {"cc", "c++"}} {
+			if stem, ok := strings.CutSuffix(base, pair[0]); ok {
+				if p, err := exec.LookPath(filepath.Join(dir, stem+pair[1])); err == nil {
+					cxx = p
+				}
+				break
+			}
+		}
+	default:
+		for _, name := range []string{"g++", "c++"} {
+			if p, err := exec.LookPath(name); err == nil {
+				cxx, _ = filepath.Abs(p)
+				break
+			}
+		}
+	}
+	for _, c := range []struct{ flag, path string }{{"--cc", cc}, {"--cxx", cxx}} {
+		if c.path == "" {
+			continue
+		}
+		out, err := exec.Command(c.path, "-dumpmachine").Output()
+		if err != nil {
+			continue // not gcc-compatible: the objects' machine is checked instead
+		}
+		if m := machineOfTriplet(string(out)); m != b.tgt.mach {
+			have := elf.EM_NONE
+			if m != nil {
+				have = m.em
+			}
+			return "", "", &MachineError{What: fmt.Sprintf("compiler %s (%s, target %s)", c.path, c.flag, strings.TrimSpace(string(out))), Have: have, Want: b.tgt.mach.em}
+		}
+	}
+	return cc, cxx, nil
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

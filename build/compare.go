@@ -14,6 +14,10 @@ type unit struct {
 	source  string // relative to the tree
 	orig    *object
 	patched *object
+	// real is the original build's own object, compiled as the target
+	// was, where the analysis object (orig) is compiled differently; nil
+	// when orig is that object.
+	real *object
 
 	corr   map[*symbol]*symbol // patched symbol -> original symbol
 	owners map[*symbol]map[string]bool
@@ -58,6 +62,9 @@ func (u *unit) qualified(s *symbol) string {
 }
 
 func isData(s *symbol) bool {
+	if isAnchor(s) {
+		return false
+	}
 	if s.typ == elf.STT_OBJECT || s.typ == elf.STT_TLS || s.typ == elf.STT_COMMON {
 		return true
 	}

@@ -369,7 +369,7 @@ func (t *ehTable) relocsIn(lo, hi uint64) []reloc {
 func (t *ehTable) reloc(off uint64) *reloc {
 	rs := t.relocsIn(off, off+1)
 	for i := range rs {
-		if rs[i].typ != elf.R_X86_64_NONE {
+		if rs[i].typ != 0 { // R_*_NONE
 			return &rs[i]
 		}
 	}
@@ -410,7 +410,7 @@ func (e *emitter) copyUnwind() (int, error) {
 func (e *emitter) entryRelocs(t *ehTable, ent *ehEntry) ([]outReloc, error) {
 	var out []outReloc
 	for _, r := range t.relocsIn(ent.off, ent.off+ent.size) {
-		if r.typ == elf.R_X86_64_NONE {
+		if r.typ == 0 { // R_*_NONE
 			continue
 		}
 		if !ent.cie && r.off < ent.ptrOff+4 {

@@ -131,7 +131,7 @@ func TestParseEHFrame(t *testing.T) {
 		for _, pic := range []string{"-fPIC", "-fno-pie"} {
 			obj := filepath.Join(dir, c.src+pic+".o")
 			runTool(t, dir, c.cc, "-O2", pic, "-ffunction-sections", "-fdata-sections", "-c", "-o", obj, c.src)
-			o, err := loadObject(obj)
+			o, err := loadObject(obj, machineAMD64)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -320,11 +320,11 @@ int changed(int x)
 		t.Fatal(err)
 	}
 	defer tgt.close()
-	oo, err := loadObject(filepath.Join(dir, "orig.o"))
+	oo, err := loadObject(filepath.Join(dir, "orig.o"), machineAMD64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	po, err := loadObject(filepath.Join(dir, "patched.o"))
+	po, err := loadObject(filepath.Join(dir, "patched.o"), machineAMD64)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,11 +451,11 @@ int g(int x)
 	for _, v := range []string{"orig", "patched"} {
 		runTool(t, dir, "g++", "-O2", "-ffunction-sections", "-fdata-sections", "-c", "-o", v+".o", v+".cc")
 	}
-	oo, err := loadObject(filepath.Join(dir, "orig.o"))
+	oo, err := loadObject(filepath.Join(dir, "orig.o"), machineAMD64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	po, err := loadObject(filepath.Join(dir, "patched.o"))
+	po, err := loadObject(filepath.Join(dir, "patched.o"), machineAMD64)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,9 @@ import (
 // binutils can only do in several passes with fragile name-based rules.
 
 type outObject struct {
-	secs []*outSection
-	syms []*outSym // defined and undefined, without the null symbol
+	machine elf.Machine
+	secs    []*outSection
+	syms    []*outSym // defined and undefined, without the null symbol
 }
 
 type outSection struct {
@@ -43,7 +44,7 @@ type outSym struct {
 
 type outReloc struct {
 	off    uint64
-	typ    elf.R_X86_64
+	typ    uint32 // as in the objects the patch is made of
 	sym    *outSym
 	addend int64
 }
@@ -54,7 +55,7 @@ func (o *outObject) addSection(s *outSection) {
 	o.syms = append(o.syms, s.secSym)
 }
 
-// bytes encodes the object as ELF64 little-endian ET_REL for x86-64.
+// bytes encodes the object as ELF64 little-endian ET_REL for its machine.
 func (o *outObject) bytes() []byte {
 	le := binary.LittleEndian
 	var shstr, str bytes.Buffer
@@ -179,7 +180,7 @@ func (o *outObject) bytes() []byte {
 	out := body.Bytes()
 	copy(out[0:], []byte{0x7f, 'E', 'L', 'F', byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT), byte(elf.ELFOSABI_NONE)})
 	le.PutUint16(out[16:], uint16(elf.ET_REL))
-	le.PutUint16(out[18:], uint16(elf.EM_X86_64))
+	le.PutUint16(out[18:], uint16(o.machine))
 	le.PutUint32(out[20:], uint32(elf.EV_CURRENT))
 	le.PutUint64(out[40:], shoff)
 	le.PutUint16(out[52:], 64)

@@ -35,6 +35,8 @@ type emitter struct {
 	units    []*unit
 	eh       *ehFrameOut
 	dwRefs   map[string]*outSym
+	// layoutDone lists the data sections checkLayout has checked.
+	layoutDone map[*section]bool
 
 	added    []string // new functions
 	newData  []string
@@ -44,10 +46,10 @@ type emitter struct {
 }
 
 func newEmitter(b *builder, units []*unit, reps []*replacement, observed map[*symbol]uint64) *emitter {
-	e := &emitter{b: b, out: &outObject{}, incl: map[*section]*outSection{}, symMap: map[*symbol]*outSym{},
+	e := &emitter{b: b, out: &outObject{machine: b.tgt.mach.em}, incl: map[*section]*outSection{}, symMap: map[*symbol]*outSym{},
 		undef: map[string]*outSym{}, names: map[string]bool{}, replaced: map[*symbol]*replacement{},
 		newGlob: map[string]*symbol{}, unitOf: map[*object]*unit{}, observed: observed, bindings: map[string]string{},
-		units: units, dwRefs: map[string]*outSym{}}
+		units: units, dwRefs: map[string]*outSym{}, layoutDone: map[*section]bool{}}
 	for _, u := range units {
 		e.unitOf[u.patched] = u
 	}
@@ -179,21 +181,12 @@ func (e *emitter) undefined(name string, tls bool) *outSym {
 	return s
 }
 
-func tlsReloc(t elf.R_X86_64) bool {
-	switch t {
-	case elf.R_X86_64_TLSGD, elf.R_X86_64_TLSLD, elf.R_X86_64_DTPOFF32, elf.R_X86_64_DTPOFF64, elf.R_X86_64_GOTTPOFF,
-		elf.R_X86_64_TPOFF32, elf.R_X86_64_TPOFF64:
-		return true
-	}
-	return false
-}
-
 // resolve decides what one relocation of an included section refers to
 // in the patch: something the patch carries, or a symbol of the target.
 func (e *emitter) resolve(sec *section, r reloc) (*outSym, int64, error) {
 	u := e.unitOf[sec.obj]
 	t, d := r.target()
-	if r.typ == elf.R_X86_64_NONE {
+	if r.typ == 0 { // R_*_NONE
 		return nil, 0, nil
 	}
 	if isDWRef(t) && t.defined() && t.sec != nil {
@@ -223,10 +216,26 @@ func (e *emitter) resolve(sec *section, r reloc) (*outSym, int64, error) {
 			if def.typ == elf.STT_TLS || def.sec.tls() {
 				return nil, 0, e.refuse(Refusal{Kind: "new-tls", Symbol: e.unitOf[def.sec.obj].qualified(def), Reason: "new thread-local variable; existing threads have no storage for it"})
 			}
+			if e.heldWithExisting(def.sec) {
+				return nil, 0, e.refuseShared(e.unitOf[def.sec.obj], def)
+			}
 			e.include(def.sec)
 			return e.mapped(def), r.addend, nil
 		}
-		return e.undefined(t.name, t.typ == elf.STT_TLS || tlsReloc(r.typ)), r.addend, nil
+		return e.undefined(t.name, t.typ == elf.STT_TLS || r.cls.tls), r.addend, nil
+	case (t.typ == elf.STT_SECTION || isAnchor(t)) && e.heldWithExisting(t.sec):
+		// A section anchor (or an offset between variables) in data the
+		// target has: bound through a variable of the section, whose
+		// distances to the others checkLayout proves.
+		v := firstExisting(u, t.sec)
+		if err := e.checkLayout(u, t.sec); err != nil || v == nil {
+			return nil, 0, err
+		}
+		off := r.addend
+		if isAnchor(r.sym) {
+			off += int64(r.sym.value)
+		}
+		return e.bindTarget(u, u.corr[v], v, r, off-int64(v.value))
 	case t.typ == elf.STT_SECTION || t.sec.merge() || generatedConst(t) || isCold(t.name):
 		e.include(t.sec)
 		return e.mapped(r.sym), r.addend, nil
@@ -248,6 +257,9 @@ func (e *emitter) resolve(sec *section, r reloc) (*outSym, int64, error) {
 			if t.typ == elf.STT_TLS || t.sec.tls() {
 				return nil, 0, e.refuse(Refusal{Kind: "new-tls", Symbol: u.qualified(t), Reason: "new thread-local variable; existing threads have no storage for it"})
 			}
+			if e.heldWithExisting(t.sec) {
+				return nil, 0, e.refuseShared(u, t)
+			}
 			e.include(t.sec)
 			return e.mapped(r.sym), r.addend, nil
 		case !t.sec.write() && !t.sec.tls() && t.local() && u.dataDiffers(t):
@@ -255,9 +267,82 @@ func (e *emitter) resolve(sec *section, r reloc) (*outSym, int64, error) {
 			e.include(t.sec)
 			return e.mapped(r.sym), r.addend, nil
 		}
+		if r.sym.typ == elf.STT_SECTION || isAnchor(r.sym) {
+			if err := e.checkLayout(u, t.sec); err != nil {
+				return nil, 0, err
+			}
+		}
 		return e.bindTarget(u, o, t, r, d)
 	}
 	return nil, 0, fmt.Errorf("%w: %s refers to %s (%v) in a way the builder cannot follow", ErrUnsupported, sec.name, t.name, t.typ)
+}
+
+// heldWithExisting reports a writable or thread-local section of a patched
+// object that holds a variable the target has: it is never copied. With
+// -fdata-sections every variable has a section of its own; without it
+// (aarch64, see machineARM64) a file's data shares .data, .bss, .tbss.
+func (e *emitter) heldWithExisting(sec *section) bool {
+	if sec == nil || sec.exec() || !sec.write() && !sec.tls() {
+		return false
+	}
+	return firstExisting(e.unitOf[sec.obj], sec) != nil
+}
+
+// firstExisting is the first variable of sec that the original build has.
+func firstExisting(u *unit, sec *section) *symbol {
+	for _, s := range sec.syms {
+		if isData(s) && u.corr[s] != nil {
+			return s
+		}
+	}
+	return nil
+}
+
+func (e *emitter) refuseShared(u *unit, t *symbol) error {
+	return e.refuse(Refusal{Kind: "new-data-shared-section", Symbol: u.qualified(t),
+		Reason: fmt.Sprintf("new variable in %s together with the file's existing data (%s objects are compiled without -fdata-sections, which would change the target's section anchors); define it in a new source file, or in a section of its own with __attribute__((section(\".data.NAME\")))",
+			t.sec.name, e.b.tgt.mach.name)})
+}
+
+// checkLayout proves that a data section reached through its section
+// symbol, which is how gcc's section anchors appear in an object (one
+// ADRP+ADD of the section's start, then loads at fixed offsets that no
+// relocation names), lays out its variables in the target at the same
+// distances as in the fixed object. Anchored offsets are then right in the
+// target whichever variable the relocation is bound through.
+func (e *emitter) checkLayout(u *unit, sec *section) error {
+	if e.layoutDone[sec] {
+		return nil
+	}
+	e.layoutDone[sec] = true
+	var base *symbol
+	var baseAddr uint64
+	for _, s := range sec.syms {
+		if !isData(s) {
+			continue
+		}
+		o := u.corr[s]
+		if o == nil {
+			if sec.write() || sec.tls() {
+				return e.refuseShared(u, s)
+			}
+			continue // a new constant: its users are copied with it
+		}
+		file := u.orig.file
+		ts, err := e.b.tgt.lookup(o, file)
+		if err != nil {
+			return &MismatchError{Function: o.name, File: localFile(o, file), Detail: fmt.Sprintf("the patch reaches it through %s but the target does not define it: %v", sec.name, err)}
+		}
+		if base == nil {
+			base, baseAddr = s, ts.Value
+			continue
+		}
+		if int64(ts.Value-baseAddr) != int64(s.value-base.value) {
+			return e.refuse(Refusal{Kind: "data-layout", Symbol: u.qualified(s),
+				Reason: fmt.Sprintf("the fixed code reaches it at %+d bytes from %s through %s (a section anchor), the target has it at %+d", int64(s.value-base.value), base.name, sec.name, int64(ts.Value-baseAddr))})
+		}
+	}
+	return nil
 }
 
 func (e *emitter) mapped(s *symbol) *outSym {
@@ -295,7 +380,7 @@ func (e *emitter) bindTarget(u *unit, o, p *symbol, r reloc, d int64) (*outSym, 
 	tls := ts.Type == elf.STT_TLS
 	key := u.qualified(p)
 	if e.b.tgt.uniqueByName(ts) {
-		if tls != (p.typ == elf.STT_TLS || tlsReloc(r.typ)) {
+		if tls != (p.typ == elf.STT_TLS || r.cls.tls) {
 			return nil, 0, fmt.Errorf("%w: %s is thread-local in one build only", ErrUnsupported, key)
 		}
 		e.bindings[key] = ts.Name
@@ -304,7 +389,7 @@ func (e *emitter) bindTarget(u *unit, o, p *symbol, r reloc, d int64) (*outSym, 
 	if tls {
 		return nil, 0, e.refuse(Refusal{Kind: "ambiguous-tls", Symbol: key, Reason: "thread-local static whose name is not unique in the target; the engine cannot bind it"})
 	}
-	if gotRelative(r.typ) {
+	if r.cls.got {
 		return nil, 0, fmt.Errorf("%w: %s is reached through the GOT but its name is not unique in the target", ErrUnsupported, key)
 	}
 	// The name is not unique in the target: refer to it as an offset from

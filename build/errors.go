@@ -1,6 +1,7 @@
 package build
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
 	"strings"
@@ -20,6 +21,9 @@ var (
 	ErrNoChanges = errors.New("no function of the target changes")
 	// ErrUnsupported means the build uses something the builder cannot handle.
 	ErrUnsupported = errors.New("not supported by the patch builder")
+	// ErrWrongMachine means the compiler or an object is for another
+	// architecture than the target.
+	ErrWrongMachine = errors.New("wrong machine")
 )
 
 // Refusal is one reason a fix cannot be patched live.
@@ -105,3 +109,35 @@ func (e *DiffError) Error() string {
 
 // Is makes errors.Is(err, ErrBadDiff) true.
 func (e *DiffError) Is(target error) bool { return target == ErrBadDiff }
+
+// MachineError is a compiler or an object for another architecture than
+// the target's.
+type MachineError struct {
+	What       string // "object PATH" or "compiler CC"
+	Have, Want elf.Machine
+}
+
+func (e *MachineError) Error() string {
+	return fmt.Sprintf("%v: %s is for %s but the target is %s; build with the compiler the target was built with (--cc/--cxx, or CC/CXX, e.g. --cc %s)",
+		ErrWrongMachine, e.What, machineLabel(e.Have), machineLabel(e.Want), suggestedCC(e.Want))
+}
+
+// Is makes errors.Is(err, ErrWrongMachine) true.
+func (e *MachineError) Is(target error) bool { return target == ErrWrongMachine }
+
+func machineLabel(m elf.Machine) string {
+	switch m {
+	case elf.EM_X86_64:
+		return "x86-64"
+	case elf.EM_AARCH64:
+		return "aarch64"
+	}
+	return m.String()
+}
+
+func suggestedCC(m elf.Machine) string {
+	if m == elf.EM_AARCH64 {
+		return "aarch64-linux-gnu-gcc"
+	}
+	return "x86_64-linux-gnu-gcc"
+}

@@ -125,13 +125,19 @@ func (u *unit) lineShiftOnly(p, o *symbol, files map[string]*lineFile, orows, pr
 		}
 		return false
 	}
-	for off := 0; off < len(ps.data); {
-		pi, err1 := x86asm.Decode(ps.data[off:], 64)
-		oi, err2 := x86asm.Decode(os.data[off:], 64)
+	return u.orig.mach.lineShift(ps.data, os.data, lineMoved)
+}
+
+// lineShiftAMD64 decodes both functions instruction by instruction: a
+// difference must be in immediate operands only, each a moved line.
+func lineShiftAMD64(p, o []byte, moved func(a, b int64) bool) bool {
+	for off := 0; off < len(p); {
+		pi, err1 := x86asm.Decode(p[off:], 64)
+		oi, err2 := x86asm.Decode(o[off:], 64)
 		if err1 != nil || err2 != nil || pi.Len != oi.Len {
 			return false
 		}
-		if !bytes.Equal(ps.data[off:off+pi.Len], os.data[off:off+oi.Len]) {
+		if !bytes.Equal(p[off:off+pi.Len], o[off:off+oi.Len]) {
 			if pi.Op != oi.Op {
 				return false
 			}
@@ -142,7 +148,7 @@ func (u *unit) lineShiftOnly(p, o *symbol, files map[string]*lineFile, orows, pr
 				}
 				ai, ok1 := a.(x86asm.Imm)
 				bi, ok2 := b.(x86asm.Imm)
-				if !ok1 || !ok2 || !lineMoved(int64(ai), int64(bi)) {
+				if !ok1 || !ok2 || !moved(int64(ai), int64(bi)) {
 					return false
 				}
 			}

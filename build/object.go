@@ -20,6 +20,7 @@ type object struct {
 	syms   []*symbol  // by symbol index; syms[0] is the null symbol
 	byName map[string]*symbol
 	raw    *elf.File
+	mach   *machine
 	lsda   map[*section][]lsdaRef // by code section, from .eh_frame; see lsdas
 }
 
@@ -52,7 +53,8 @@ type symbol struct {
 
 type reloc struct {
 	off    uint64
-	typ    elf.R_X86_64
+	typ    uint32 // elf.R_X86_64 or elf.R_AARCH64, by the object's machine
+	cls    relocClass
 	sym    *symbol
 	addend int64
 }
@@ -72,8 +74,8 @@ func (s *section) strings() bool {
 	return s.flags&elf.SHF_STRINGS != 0
 }
 
-// loadObject reads an x86-64 ELF relocatable object.
-func loadObject(path string) (obj *object, err error) {
+// loadObject reads an ELF relocatable object compiled for machine m.
+func loadObject(path string, m *machine) (obj *object, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%s: invalid ELF object: %v", path, r)
@@ -87,10 +89,13 @@ func loadObject(path string) (obj *object, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if f.Type != elf.ET_REL || f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 {
-		return nil, fmt.Errorf("%s: %w: want an x86-64 ELF64 relocatable object, have %v %v %v", path, ErrUnsupported, f.Class, f.Type, f.Machine)
+	if f.Type != elf.ET_REL || f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
+		return nil, fmt.Errorf("%s: %w: want a little-endian ELF64 relocatable object, have %v %v %v", path, ErrUnsupported, f.Class, f.Data, f.Type)
 	}
-	o := &object{path: path, raw: f, byName: map[string]*symbol{}}
+	if f.Machine != m.em {
+		return nil, &MachineError{What: "object " + path, Have: f.Machine, Want: m.em}
+	}
+	o := &object{path: path, raw: f, mach: m, byName: map[string]*symbol{}}
 	o.secs = make([]*section, len(f.Sections))
 	for i, s := range f.Sections {
 		sec := &section{obj: o, idx: i, name: s.Name, typ: s.Type, flags: s.Flags, align: s.Addralign, entsize: s.Entsize, size: s.Size}
@@ -112,6 +117,11 @@ func loadObject(path string) (obj *object, err error) {
 			bind: elf.ST_BIND(es.Info), other: es.Other, shndx: es.Section}
 		if s.typ == elf.STT_FILE && o.file == "" {
 			o.file = es.Name
+		}
+		if m.em == elf.EM_AARCH64 && mappingSymbol(es.Name) {
+			// $x and $d mark code and data for disassemblers; they name
+			// nothing, and no relocation refers to them.
+			s.name = ""
 		}
 		if es.Section < elf.SHN_LORESERVE && int(es.Section) < len(o.secs) && es.Section != elf.SHN_UNDEF {
 			s.sec = o.secs[es.Section]
@@ -146,7 +156,8 @@ func loadObject(path string) (obj *object, err error) {
 			if si >= len(o.syms) {
 				return nil, fmt.Errorf("%s: %s: bad symbol index %d", path, s.Name, si)
 			}
-			tgt.relocs = append(tgt.relocs, reloc{off: binary.LittleEndian.Uint64(rd[off:]), typ: elf.R_X86_64(uint32(info)),
+			typ := uint32(info)
+			tgt.relocs = append(tgt.relocs, reloc{off: binary.LittleEndian.Uint64(rd[off:]), typ: typ, cls: m.classify(typ),
 				sym: o.syms[si], addend: int64(binary.LittleEndian.Uint64(rd[off+16:]))})
 		}
 	}
@@ -155,6 +166,15 @@ func loadObject(path string) (obj *object, err error) {
 		sortSyms(s.syms)
 	}
 	return o, nil
+}
+
+// mappingSymbol reports the AArch64 ELF mapping symbols: $x, $d and
+// their numbered forms ($x.12).
+func mappingSymbol(name string) bool {
+	if len(name) < 2 || name[0] != '$' || (name[1] != 'x' && name[1] != 'd') {
+		return false
+	}
+	return len(name) == 2 || name[2] == '.'
 }
 
 func sortRelocs(r []reloc) {
@@ -173,58 +193,22 @@ func sortSyms(s []*symbol) {
 	}
 }
 
-// pcRelative reports relocation types computed relative to the place.
-func pcRelative(t elf.R_X86_64) bool {
-	switch t {
-	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32, elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX,
-		elf.R_X86_64_REX_GOTPCRELX, elf.R_X86_64_PC64, elf.R_X86_64_GOTPC32, elf.R_X86_64_TLSGD,
-		elf.R_X86_64_TLSLD, elf.R_X86_64_GOTTPOFF:
-		return true
-	}
-	return false
-}
-
-// gotRelative reports relocation types that go through a GOT slot, which
-// holds the symbol's address without the addend.
-func gotRelative(t elf.R_X86_64) bool {
-	switch t {
-	case elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX, elf.R_X86_64_GOT32, elf.R_X86_64_GOT64,
-		elf.R_X86_64_GOTPCREL64:
-		return true
-	}
-	return false
-}
-
-// relocSize is the width of the field a relocation writes.
-func relocSize(t elf.R_X86_64) int {
-	switch t {
-	case elf.R_X86_64_64, elf.R_X86_64_PC64, elf.R_X86_64_GOTOFF64, elf.R_X86_64_GOTPC64, elf.R_X86_64_DTPOFF64,
-		elf.R_X86_64_TPOFF64, elf.R_X86_64_SIZE64, elf.R_X86_64_GOT64, elf.R_X86_64_GOTPCREL64:
-		return 8
-	case elf.R_X86_64_NONE:
-		return 0
-	}
-	return 4
-}
-
 // pointsAt is the offset, relative to the symbol, that a relocation refers
-// to: the addend, corrected for the distance from the field to the end of
-// the instruction for PC-relative ones (4 bytes, the common case).
-func (r reloc) pointsAt() int64 {
-	if pcRelative(r.typ) {
-		return r.addend + 4
-	}
-	return r.addend
-}
+// to: the addend, corrected on x86-64 for the distance from the field to
+// the end of the instruction for PC-relative ones (4 bytes, the common case).
+func (r reloc) pointsAt() int64 { return r.addend + r.cls.pcAdjust }
 
 // target resolves a relocation against a section symbol to the named
 // symbol it points into, and returns it with the addend rebased on it.
 func (r reloc) target() (*symbol, int64) {
 	s := r.sym
-	if s.typ != elf.STT_SECTION || s.sec == nil {
+	if s.typ != elf.STT_SECTION && !isAnchor(s) || s.sec == nil {
 		return s, r.addend
 	}
 	at := r.pointsAt()
+	if s.typ != elf.STT_SECTION {
+		at += int64(s.value) // an anchor inside the section
+	}
 	var best *symbol
 	for _, c := range s.sec.syms {
 		if c.typ == elf.STT_NOTYPE && strings.HasPrefix(c.name, ".L") {
@@ -236,7 +220,7 @@ func (r reloc) target() (*symbol, int64) {
 			}
 		}
 	}
-	if best == nil && pcRelative(r.typ) {
+	if best == nil && r.cls.pcAdjust != 0 {
 		// An immediate of up to 4 bytes may follow the field
 		// (movl $7, x(%rip) has addend -8): x starts just after at.
 		for _, c := range s.sec.syms {
@@ -256,7 +240,14 @@ func (r reloc) target() (*symbol, int64) {
 			return s, r.addend
 		}
 	}
-	return best, r.addend - int64(best.value)
+	return best, at - r.cls.pcAdjust - int64(best.value)
+}
+
+// isAnchor reports a section anchor gcc emits as a symbol (.LANCHOR0):
+// the assembler turns references to other local labels into references to
+// their section, but keeps those of thread-local anchors.
+func isAnchor(s *symbol) bool {
+	return s.local() && s.typ != elf.STT_SECTION && strings.HasPrefix(s.name, ".LANCHOR")
 }
 
 // cloneSuffix matches the suffixes gcc gives to copies and parts of a

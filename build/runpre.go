@@ -21,25 +21,103 @@ import (
 //   - alignment padding (NOPs), whose length follows from the above.
 //
 // Branch destinations inside the function must correspond. It returns the
-// target address of every symbol a checked field referred to.
+// target address of every symbol a checked field referred to. The
+// instruction-level rules are the machine's (runPreAMD64, runPreARM64).
 func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*symbol]uint64, error) {
-	sec := fn.sec
-	obj := sec.data[fn.value : fn.value+fn.size]
-	base := fn.value
-	observed := map[*symbol]uint64{}
-	fail := func(off int, format string, args ...any) error {
-		return &MismatchError{Function: fn.name, File: localFile(fn, u.orig.file), Offset: uint64(off), Detail: fmt.Sprintf(format, args...)}
+	c := &preCheck{b: b, u: u, fn: fn, sec: fn.sec, base: fn.value, tgtAddr: tgtAddr, observed: map[*symbol]uint64{}}
+	if err := u.orig.mach.runPre(c, fn.sec.data[fn.value:fn.value+fn.size], tgt); err != nil {
+		return nil, err
 	}
-	relocsIn := func(lo, hi int) []reloc {
-		var out []reloc
-		for _, r := range sec.relocs {
-			o := int(r.off) - int(base)
-			if o >= lo && o < hi {
-				out = append(out, r)
-			}
+	return c.observed, nil
+}
+
+// preCheck is one function's run-pre match in progress.
+type preCheck struct {
+	b        *builder
+	u        *unit
+	fn       *symbol
+	sec      *section
+	base     uint64 // the function's offset in its section
+	tgtAddr  uint64 // the target function's address
+	observed map[*symbol]uint64
+}
+
+func (c *preCheck) fail(off int, format string, args ...any) error {
+	return &MismatchError{Function: c.fn.name, File: localFile(c.fn, c.u.orig.file), Offset: uint64(off), Detail: fmt.Sprintf(format, args...)}
+}
+
+// relocsIn returns the relocations of [lo, hi) of the function.
+func (c *preCheck) relocsIn(lo, hi int) []reloc {
+	var out []reloc
+	for _, r := range c.sec.relocs {
+		o := int(r.off) - int(c.base)
+		if o >= lo && o < hi {
+			out = append(out, r)
 		}
-		return out
 	}
+	return out
+}
+
+// checkSym compares where a relocated field points in the target with
+// where the symbol is. addr is the address of the relocation's symbol
+// (section start for a section symbol) as the target's bytes imply.
+func (c *preCheck) checkSym(off int, r reloc, addr uint64) error {
+	b, fail := c.b, c.fail
+	t, d := r.target()
+	tAddr := addr + uint64(r.addend-d)
+	if t.sec == c.sec {
+		return nil // inside the function: checked as a branch
+	}
+	if !t.defined() {
+		// Defined in another file of the target or in a library: the
+		// field must still lead to that name.
+		if ts, err := b.tgt.syms.Lookup(t.name, ""); err == nil && ts.Value == tAddr {
+			return nil
+		}
+		if name, ok := b.tgt.pltName(tAddr); ok {
+			if name != "" && name != t.name {
+				return fail(off, "refers to %s, the target's code goes through the PLT entry of %s at %#x", t.name, name, tAddr)
+			}
+			return nil
+		}
+		if ts, err := b.tgt.syms.Lookup(t.name, ""); err == nil && ts.Type != elf.STT_GNU_IFUNC {
+			return fail(off, "refers to %s at %#x in the target, where the target's %s is at %#x", t.name, tAddr, t.name, ts.Value)
+		}
+		return nil
+	}
+	if t.sec.merge() {
+		want := cstring(t.sec, t.value)
+		if !t.sec.strings() {
+			want = t.sec.bytesAt(t.value, max(t.sec.entsize, 1))
+		}
+		if got, ok := b.tgt.read(tAddr, uint64(len(want))); !ok || !bytes.Equal(got, want) {
+			return fail(off, "refers to constant %q, the target's bytes there differ", want)
+		}
+		return nil
+	}
+	if t.typ == elf.STT_SECTION || generatedConst(t) {
+		return nil
+	}
+	ts, err := b.tgt.lookup(t, c.u.orig.file)
+	if err != nil {
+		return nil // checked when the patch binds it
+	}
+	if ts.Value != tAddr {
+		if r.cls.call && !t.local() {
+			if name, ok := b.tgt.pltName(tAddr); ok && name != "" && name != t.name {
+				return fail(off, "calls %s, the target's code goes through the PLT entry of %s at %#x", t.name, name, tAddr)
+			}
+			return nil // a call through the PLT
+		}
+		return fail(off, "refers to %s at %#x in the target, where the target's %s is at %#x", t.name, tAddr, t.name, ts.Value)
+	}
+	c.observed[t] = tAddr
+	return nil
+}
+
+// runPreAMD64 matches x86-64 code.
+func runPreAMD64(c *preCheck, obj, tgt []byte) error {
+	b, base, tgtAddr, fail, relocsIn, checkSym, sec := c.b, c.base, c.tgtAddr, c.fail, c.relocsIn, c.checkSym, c.sec
 	type pending struct {
 		at      int
 		objDest int
@@ -48,68 +126,12 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 	var pend []pending
 	objToTgt := map[int]int{}
 
-	// checkSym compares where a relocated field points in the target with
-	// where the symbol is. addr is the address of the relocation's symbol
-	// (section start for a section symbol) as the target's bytes imply.
-	checkSym := func(off int, r reloc, addr uint64) error {
-		t, d := r.target()
-		tAddr := addr + uint64(r.addend-d)
-		if t.sec == sec {
-			return nil // inside the function: checked as a branch
-		}
-		if !t.defined() {
-			// Defined in another file of the target or in a library: the
-			// field must still lead to that name.
-			if ts, err := b.tgt.syms.Lookup(t.name, ""); err == nil && ts.Value == tAddr {
-				return nil
-			}
-			if name, ok := b.tgt.pltName(tAddr); ok {
-				if name != "" && name != t.name {
-					return fail(off, "refers to %s, the target's code goes through the PLT entry of %s at %#x", t.name, name, tAddr)
-				}
-				return nil
-			}
-			if ts, err := b.tgt.syms.Lookup(t.name, ""); err == nil && ts.Type != elf.STT_GNU_IFUNC {
-				return fail(off, "refers to %s at %#x in the target, where the target's %s is at %#x", t.name, tAddr, t.name, ts.Value)
-			}
-			return nil
-		}
-		if t.sec.merge() {
-			want := cstring(t.sec, t.value)
-			if !t.sec.strings() {
-				want = t.sec.bytesAt(t.value, max(t.sec.entsize, 1))
-			}
-			if got, ok := b.tgt.read(tAddr, uint64(len(want))); !ok || !bytes.Equal(got, want) {
-				return fail(off, "refers to constant %q, the target's bytes there differ", want)
-			}
-			return nil
-		}
-		if t.typ == elf.STT_SECTION || generatedConst(t) {
-			return nil
-		}
-		ts, err := b.tgt.lookup(t, u.orig.file)
-		if err != nil {
-			return nil // checked when the patch binds it
-		}
-		if ts.Value != tAddr {
-			if r.typ == elf.R_X86_64_PLT32 && !t.local() {
-				if name, ok := b.tgt.pltName(tAddr); ok && name != "" && name != t.name {
-					return fail(off, "calls %s, the target's code goes through the PLT entry of %s at %#x", t.name, name, tAddr)
-				}
-				return nil // a call through the PLT
-			}
-			return fail(off, "refers to %s at %#x in the target, where the target's %s is at %#x", t.name, tAddr, t.name, ts.Value)
-		}
-		observed[t] = tAddr
-		return nil
-	}
-
 	var j int
 	// checkGOT checks a GOT-relative field o bytes into the instruction at
 	// i (j in the target): as linked it leads to the symbol's GOT slot or,
 	// relaxed to lea or addr32 call, to the symbol itself.
 	checkGOT := func(i int, r reloc, o int) error {
-		if !gotRelative(r.typ) || !pcRelative(r.typ) || relocSize(r.typ) != 4 || o < 2 || j+o+4 > len(tgt) {
+		if !r.cls.got || !r.cls.pcRel || r.cls.size != 4 || o < 2 || j+o+4 > len(tgt) {
 			return nil
 		}
 		t, _ := r.target()
@@ -141,24 +163,24 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 		// the linker: skip them as units.
 		if n := tlsSequence(obj[i:], rs, i, base); n > 0 {
 			if j+n > len(tgt) {
-				return nil, fail(i, "thread-local access sequence runs past the target function")
+				return fail(i, "thread-local access sequence runs past the target function")
 			}
 			i, j = i+n, j+n
 			continue
 		}
 		oi, err := x86asm.Decode(obj[i:], 64)
 		if err != nil {
-			return nil, fail(i, "cannot decode the original build's instruction: %v", err)
+			return fail(i, "cannot decode the original build's instruction: %v", err)
 		}
 		ti, err := x86asm.Decode(tgt[j:], 64)
 		if err != nil {
-			return nil, fail(i, "cannot decode the target's instruction at %#x: %v", tgtAddr+uint64(j), err)
+			return fail(i, "cannot decode the target's instruction at %#x: %v", tgtAddr+uint64(j), err)
 		}
 		rs = relocsIn(i, i+oi.Len)
 		same := oi.Len == ti.Len
 		relaxed := false
 		for _, r := range rs {
-			if gotRelative(r.typ) || r.typ == elf.R_X86_64_GOTTPOFF {
+			if r.cls.got || elf.R_X86_64(r.typ) == elf.R_X86_64_GOTTPOFF {
 				relaxed = true
 			}
 		}
@@ -166,7 +188,7 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 			ob, tb := append([]byte(nil), obj[i:i+oi.Len]...), append([]byte(nil), tgt[j:j+ti.Len]...)
 			for _, r := range rs {
 				o := int(r.off-base) - i
-				n := relocSize(r.typ)
+				n := r.cls.size
 				lo := o
 				if relaxed {
 					lo = 0 // the linker may rewrite opcode and ModRM
@@ -184,7 +206,7 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 			for _, r := range rs {
 				if relaxed {
 					if err := checkGOT(i, r, int(r.off-base)-i); err != nil {
-						return nil, err
+						return err
 					}
 					continue
 				}
@@ -192,11 +214,11 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 				p := tgtAddr + uint64(j+o)
 				var addr uint64
 				switch {
-				case pcRelative(r.typ) && relocSize(r.typ) == 4:
+				case r.cls.pcRel && r.cls.size == 4:
 					addr = p + uint64(int64(int32(binary.LittleEndian.Uint32(tgt[j+o:])))) - uint64(r.addend)
-				case r.typ == elf.R_X86_64_32 || r.typ == elf.R_X86_64_32S:
+				case elf.R_X86_64(r.typ) == elf.R_X86_64_32 || elf.R_X86_64(r.typ) == elf.R_X86_64_32S:
 					addr = uint64(int64(int32(binary.LittleEndian.Uint32(tgt[j+o:])))) - uint64(r.addend)
-				case r.typ == elf.R_X86_64_64:
+				case elf.R_X86_64(r.typ) == elf.R_X86_64_64:
 					addr = binary.LittleEndian.Uint64(tgt[j+o:]) - uint64(r.addend)
 				default:
 					continue
@@ -207,7 +229,7 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 					continue
 				}
 				if err := checkSym(i, r, addr); err != nil {
-					return nil, err
+					return err
 				}
 			}
 		case isRelBranch(oi) && isRelBranch(ti) && sameBranch(oi, ti):
@@ -223,22 +245,22 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 				break
 			}
 			if err := checkSym(i, r, dest-uint64(r.addend)-4); err != nil {
-				return nil, err
+				return err
 			}
 		case relaxed && oi.Op == x86asm.JMP && ti.Op == x86asm.JMP && oi.Len == ti.Len+1:
 			// jmp *foo@GOTPCREL(%rip) relaxed to jmp foo; nop.
 		default:
-			return nil, fail(i, "the original build has %q, the target has %q at %#x",
+			return fail(i, "the original build has %q, the target has %q at %#x",
 				x86asm.GNUSyntax(oi, uint64(i), nil), x86asm.GNUSyntax(ti, tgtAddr+uint64(j), nil), tgtAddr+uint64(j))
 		}
 		i += oi.Len
 		j += ti.Len
 	}
 	if i < len(obj) {
-		return nil, fail(i, "the target's function is shorter")
+		return fail(i, "the target's function is shorter")
 	}
 	if j < len(tgt) {
-		return nil, fail(i, "the target's function is longer (%d more bytes at %#x)", len(tgt)-j, tgtAddr+uint64(j))
+		return fail(i, "the target's function is longer (%d more bytes at %#x)", len(tgt)-j, tgtAddr+uint64(j))
 	}
 	for _, p := range pend {
 		od := skipNops(obj, p.objDest)
@@ -247,17 +269,17 @@ func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*
 			tj, ok = len(tgt), true
 		}
 		if !ok {
-			return nil, fail(p.at, "branch to +%#x, which is not an instruction of the target's function", p.objDest)
+			return fail(p.at, "branch to +%#x, which is not an instruction of the target's function", p.objDest)
 		}
 		got := int(p.tgtDest - tgtAddr)
 		if got >= 0 && got <= len(tgt) {
 			got = skipNops(tgt, got)
 		}
 		if got != tj {
-			return nil, fail(p.at, "branch goes to %#x in the target, the original build's destination corresponds to %#x", p.tgtDest, tgtAddr+uint64(tj))
+			return fail(p.at, "branch goes to %#x in the target, the original build's destination corresponds to %#x", p.tgtDest, tgtAddr+uint64(tj))
 		}
 	}
-	return observed, nil
+	return nil
 }
 
 func localFile(s *symbol, file string) string {
@@ -319,9 +341,9 @@ func tlsSequence(code []byte, rs []reloc, i int, base uint64) int {
 	for _, r := range rs {
 		o := int(r.off-base) - i
 		switch {
-		case r.typ == elf.R_X86_64_TLSGD && o == 4 && len(code) >= 16 && code[0] == 0x66:
+		case elf.R_X86_64(r.typ) == elf.R_X86_64_TLSGD && o == 4 && len(code) >= 16 && code[0] == 0x66:
 			return 16
-		case r.typ == elf.R_X86_64_TLSLD && o == 3 && len(code) >= 12:
+		case elf.R_X86_64(r.typ) == elf.R_X86_64_TLSLD && o == 3 && len(code) >= 12:
 			return 12
 		}
 	}

@@ -19,6 +19,7 @@ type targetImage struct {
 	progs   []*elf.Prog
 	f       *elf.File
 	anchor  *target.Symbol
+	mach    *machine
 	plt     map[uint64]string // PLT entry address -> the symbol its slot is for
 	got     map[uint64]string // GOT slot address -> its symbol (JUMP_SLOT, GLOB_DAT)
 }
@@ -28,9 +29,10 @@ func openTarget(path string) (*targetImage, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.Machine != elf.EM_X86_64 {
+	m, err := machineFor(f.Machine)
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w: machine %v (the builder handles x86-64)", path, ErrUnsupported, f.Machine)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	id, err := target.BuildID(f)
 	if err != nil {
@@ -46,8 +48,8 @@ func openTarget(path string) (*targetImage, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w: the target has no .symtab and no debug file; its static functions and data cannot be found", path, ErrUnsupported)
 	}
-	t := &targetImage{path: path, buildID: id, syms: syms, progs: f.Progs, f: f}
-	t.plt, t.got = readPLT(f)
+	t := &targetImage{path: path, buildID: id, syms: syms, progs: f.Progs, f: f, mach: m}
+	t.plt, t.got = readPLT(f, m)
 	return t, nil
 }
 
@@ -59,16 +61,26 @@ func (t *targetImage) pltName(addr uint64) (name string, ok bool) {
 }
 
 // readPLT maps each GOT slot the dynamic linker fills with a symbol's
-// address (JUMP_SLOT, GLOB_DAT) to that symbol, and each PLT entry (.plt,
-// .plt.sec, .plt.got) to the symbol of the slot it jumps through.
-func readPLT(f *elf.File) (map[uint64]string, map[uint64]string) {
+// address (JUMP_SLOT, GLOB_DAT) to that symbol, and each PLT entry to the
+// symbol of the slot it jumps through.
+func readPLT(f *elf.File, m *machine) (map[uint64]string, map[uint64]string) {
 	out, slots := map[uint64]string{}, map[uint64]string{}
 	target.DynamicRelocs(f, func(r target.DynamicReloc) {
-		typ := elf.R_X86_64(r.Type)
-		if (typ == elf.R_X86_64_JMP_SLOT || typ == elf.R_X86_64_GLOB_DAT) && r.Symbol != "" {
+		if (r.Type == m.jumpSlot || r.Type == m.globDat) && r.Symbol != "" {
 			slots[r.Offset] = r.Symbol
 		}
 	})
+	for entry, slot := range m.pltEntries(f) {
+		// PLT0 or an IFUNC slot: an entry of no name.
+		out[entry] = slots[slot]
+	}
+	return out, slots
+}
+
+// pltEntriesAMD64 finds the entries of .plt, .plt.sec and .plt.got: each
+// is a jmp *slot(%rip), preceded by endbr64 when built for IBT.
+func pltEntriesAMD64(f *elf.File) map[uint64]uint64 {
+	out := map[uint64]uint64{}
 	for _, sec := range f.Sections {
 		if sec.Name != ".plt" && sec.Name != ".plt.sec" && sec.Name != ".plt.got" {
 			continue
@@ -86,20 +98,15 @@ func readPLT(f *elf.File) (map[uint64]string, map[uint64]string) {
 			if m, ok := in.Args[0].(x86asm.Mem); in.Op == x86asm.JMP && ok && m.Base == x86asm.RIP {
 				addr := sec.Addr + uint64(i)
 				slot := addr + uint64(in.Len) + uint64(m.Disp)
-				name, known := slots[slot]
-				if !known {
-					name = "" // PLT0 or an IFUNC slot: an entry of no name
-				}
-				out[addr] = name
-				// An entry starts with endbr64 when built for IBT.
+				out[addr] = slot
 				if i >= 4 && bytes.Equal(code[i-4:i], []byte{0xf3, 0x0f, 0x1e, 0xfa}) {
-					out[addr-4] = name
+					out[addr-4] = slot
 				}
 			}
 			i += in.Len
 		}
 	}
-	return out, slots
+	return out
 }
 
 func (t *targetImage) close() { t.f.Close() }

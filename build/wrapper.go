@@ -20,9 +20,18 @@ const (
 	EnvLogDir = "HOTPATCH_CC_LOG"
 	// EnvRealCompiler is the compiler the wrapper runs.
 	EnvRealCompiler = "HOTPATCH_CC_REAL"
+	// EnvMachine names the target's machine (x86_64, aarch64), which
+	// decides the flags the wrapper adds (ExtraFlagsFor).
+	EnvMachine = "HOTPATCH_CC_MACHINE"
+	// EnvStage is "original" or "patched": which of the two builds runs.
+	// Where the machine has analysis flags, the original build compiles
+	// each source twice (as the target was, and for analysis) and the
+	// patched build only for analysis.
+	EnvStage = "HOTPATCH_CC_STAGE"
 )
 
-// ExtraFlags are added to every compile. Each function and each data
+// ExtraFlags are added to every compile for x86-64 (see ExtraFlagsFor for
+// the other machines). Each function and each data
 // object gets its own section, so objects can be compared and cut one
 // function at a time. Neither flag changes the instructions gcc generates
 // for a function body; what they do change (calls between functions of one
@@ -35,10 +44,13 @@ var ExtraFlags = []string{"-ffunction-sections", "-fdata-sections"}
 // CompileRecord is one object the wrapper saw being compiled. The wrapper
 // writes one JSON file per compiler run into the log directory.
 type CompileRecord struct {
-	Dir      string   `json:"dir"`      // working directory of the compile
-	Source   string   `json:"source"`   // absolute path of the source file
-	Output   string   `json:"output"`   // absolute path of the object it wrote
-	Copy     string   `json:"copy"`     // the object as compiled, kept in the log directory
+	Dir    string `json:"dir"`    // working directory of the compile
+	Source string `json:"source"` // absolute path of the source file
+	Output string `json:"output"` // absolute path of the object it wrote
+	Copy   string `json:"copy"`   // the object as compiled, kept in the log directory
+	// Analysis is the same source compiled with the machine's analysis
+	// flags (AnalysisFlagsFor), when they differ from the build's own.
+	Analysis string   `json:"analysis,omitempty"`
 	Lang     string   `json:"lang"`     // "c", "c++" or "asm"
 	Compiler string   `json:"compiler"` // the real compiler
 	Args     []string `json:"args"`     // the arguments as given, without ExtraFlags
@@ -231,11 +243,16 @@ func WrapperMain(name string, args []string, stdout, stderr io.Writer) int {
 	if logDir == "" || p.other || len(p.sources) == 0 {
 		return run(real, args, stdout, stderr)
 	}
-	extra := append([]string(nil), ExtraFlags...)
+	extra := ExtraFlagsFor(os.Getenv(EnvMachine))
 	if !p.hasDebug {
 		// -g never changes the generated code; its type information lets
 		// the builder see structure layout changes.
 		extra = append(extra, "-g")
+	}
+	analysis := AnalysisFlagsFor(os.Getenv(EnvMachine))
+	if os.Getenv(EnvStage) == "patched" && len(analysis) > 0 {
+		// Nothing of the fixed build runs: its objects are the analysis ones.
+		extra, analysis = append(extra, analysis...), nil
 	}
 	if code := run(real, append(append([]string(nil), args...), extra...), stdout, stderr); code != 0 {
 		return code
@@ -278,6 +295,17 @@ func WrapperMain(name string, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		rec.Copy = copyPath
+		if len(analysis) > 0 {
+			rec.Analysis = strings.TrimSuffix(copyPath, ".o") + ".analysis.o"
+			cargs := append(append(append([]string(nil), p.keepForC...), extra...), analysis...)
+			if p.xlangs[i] != "" {
+				cargs = append(cargs, "-x", p.xlangs[i])
+			}
+			cargs = append(cargs, "-c", src, "-o", rec.Analysis)
+			if code := run(real, cargs, stdout, stderr); code != 0 {
+				return code
+			}
+		}
 		rec.Time = time.Now().UnixNano()
 		data, _ := json.Marshal(rec)
 		recPath := filepath.Join(logDir, randomName("compile")+".json")
@@ -316,6 +344,14 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return os.WriteFile(to, data, 0o644)
+}
+
+// analysisObject is the object the builder compares and takes code from.
+func (r CompileRecord) analysisObject() string {
+	if r.Analysis != "" {
+		return r.Analysis
+	}
+	return r.Copy
 }
 
 // readRecords reads every record of a log directory.

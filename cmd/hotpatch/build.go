@@ -17,12 +17,15 @@ func buildCmd() *cobra.Command {
 	var out string
 	var verbose bool
 	cmd := &cobra.Command{
-		Use:   "build --src DIR --diff FIX.patch --target PATH [--build CMD] [--jobs N] [--id ID] [--description TEXT] -o FILE.hp",
+		Use:   "build --src DIR --diff FIX.patch --target PATH [--build CMD] [--cc CC] [--cxx CXX] [--jobs N] [--id ID] [--description TEXT] -o FILE.hp",
 		Short: "Build a patch image from a source tree and a fix",
 		Long: `Build copies DIR, builds it with CMD (default make) through a compiler
 wrapper, applies FIX.patch (a unified diff, -p1), builds again and packs the
 functions that changed into a patch image for PATH, the running binary that
-DIR was built into. The original build must reproduce PATH's code.`,
+DIR was built into. The original build must reproduce PATH's code, so
+--cc/--cxx (default: $CC/$CXX, else gcc and g++) must name the compilers
+PATH was built with, e.g. --cc aarch64-linux-gnu-gcc for an aarch64 target
+built on another machine.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.Src == "" || opts.Diff == "" || opts.Target == "" || out == "" {
@@ -30,6 +33,13 @@ DIR was built into. The original build must reproduce PATH's code.`,
 			}
 			if verbose {
 				opts.Log = cmd.ErrOrStderr()
+			}
+			// The compilers the user's build would use, unless named.
+			if opts.CC == "" {
+				opts.CC = os.Getenv("CC")
+			}
+			if opts.CXX == "" {
+				opts.CXX = os.Getenv("CXX")
 			}
 			res, err := build.Build(cmd.Context(), opts)
 			if err != nil {
@@ -72,6 +82,8 @@ DIR was built into. The original build must reproduce PATH's code.`,
 	f.StringVar(&opts.Diff, "diff", "", "the fix: a unified diff, applied with -p1")
 	f.StringVar(&opts.Target, "target", "", "the executable or shared library the patch is for")
 	f.StringVar(&opts.BuildCmd, "build", "make", "shell command that builds the tree")
+	f.StringVar(&opts.CC, "cc", "", "C compiler the target was built with, e.g. aarch64-linux-gnu-gcc (default: $CC, else gcc)")
+	f.StringVar(&opts.CXX, "cxx", "", "C++ compiler the target was built with (default: $CXX, else the --cc's g++, else g++)")
 	f.IntVar(&opts.Jobs, "jobs", 0, "parallel build jobs (default: number of CPUs)")
 	f.StringVar(&opts.ID, "id", "", "patch id (default: the diff's name and hash)")
 	f.StringVar(&opts.Description, "description", "", "description recorded in the patch")

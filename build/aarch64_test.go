@@ -1,0 +1,245 @@
+package build_test
+
+import (
+	"debug/elf"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/hotpatch/hotpatch/arch"
+	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/link"
+	"github.com/hotpatch/hotpatch/patchfile"
+	"github.com/hotpatch/hotpatch/target"
+)
+
+// The builder for aarch64 targets, run on any host with a cross compiler:
+// the cases of testdata/build are built with aarch64-linux-gnu-gcc, as a
+// user cross-building for an arm64 machine would, and the patches are
+// checked here and linked by the engine's linker. engine/buildcase_test.go
+// applies one in a live process on arm64.
+
+const crossCC = "aarch64-linux-gnu-gcc"
+
+func needCross(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{crossCC, "make"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("the aarch64 builder tests need %s on PATH (apt-get install gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu make)", tool)
+		}
+	}
+}
+
+// crossTree copies a case and builds it with the cross compiler.
+func crossTree(t *testing.T, name string, makeArgs ...string) string {
+	t.Helper()
+	return builtTree(t, name, append([]string{"CC=" + crossCC}, makeArgs...)...)
+}
+
+func crossPatch(t *testing.T, dir, targetName string, mod func(*build.Options)) (*build.Result, error) {
+	t.Helper()
+	return buildPatch(t, dir, targetName, func(o *build.Options) {
+		o.CC = crossCC
+		if mod != nil {
+			mod(o)
+		}
+	})
+}
+
+// checkARM64Patch loads the image, checks that it is an aarch64 object
+// whose relocations are all aarch64 ones the engine applies, and links it
+// against the target's symbols at an address near the target.
+func checkARM64Patch(t *testing.T, res *build.Result, targetPath string) *patchfile.Spec {
+	t.Helper()
+	spec, err := patchfile.Load(res.Image)
+	if err != nil {
+		t.Fatalf("load patch: %v", err)
+	}
+	if spec.Machine != elf.EM_AARCH64 || spec.Meta.Arch != "arm64" {
+		t.Fatalf("patch machine %v, arch %q; want EM_AARCH64, arm64", spec.Machine, spec.Meta.Arch)
+	}
+	for _, s := range spec.Sections {
+		for _, r := range s.Relocs {
+			if _, ok := arch.ARM64.Relocs[r.Type]; !ok {
+				t.Errorf("%s: relocation type %v is not one the engine applies", s.Name, elf.R_AARCH64(r.Type))
+			}
+		}
+	}
+	syms, err := target.LoadSymbols(targetPath, targetPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bias, far = 0x5555_0000_0000, 0x7fff_0000_0000
+	resolve := func(name string, tls bool) (link.Resolved, error) {
+		if s, err := syms.Lookup(name, ""); err == nil && s.Section != elf.SHN_UNDEF {
+			if s.Type == elf.STT_TLS {
+				return link.Resolved{TLS: true, TPOff: 16 + int64(s.Value), Origin: "base"}, nil
+			}
+			return link.Resolved{Addr: bias + s.Value, Size: s.Size, Origin: "base"}, nil
+		}
+		if tls {
+			return link.Resolved{}, errors.New(name + ": thread-local import")
+		}
+		return link.Resolved{Addr: far, Far: true, Origin: "libc.so.6"}, nil // an import
+	}
+	plan, err := link.NewPlan(spec, arch.ARM64, 4096, 0, 0, resolve)
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	if _, err := plan.Link(bias + 0x100_0000); err != nil {
+		t.Fatalf("link: %v", err)
+	}
+	return spec
+}
+
+func functionNames(res *build.Result) []string {
+	var out []string
+	for _, f := range res.Functions {
+		out = append(out, f.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestARM64Cases builds the live cases' fixes for aarch64 targets.
+func TestARM64Cases(t *testing.T) {
+	needCross(t)
+	cases := []struct {
+		dir, target string
+		functions   string // replaced, sorted, comma-separated
+		added, data int
+	}{
+		{"body", "prog", "compute", 0, 0},
+		{"newfunc", "prog", "compute", 2, 0},
+		{"inline", "prog", "area,perimeter", 0, 0},
+		{"staticlocal", "prog", "report", 1, 1},
+		{"samename", "prog", "check,check_b", 0, 0},
+		{"string", "prog", "greet", 0, 0},
+		{"newglobal", "prog", "compute", 0, 2},
+		{"sharedlib", "libcalc.so", "lib_compute", 0, 0},
+		{"staticsection", "prog", "report", 0, 0},
+		{"runpre-call", "prog", "compute,stamp", 0, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.dir, func(t *testing.T) {
+			t.Parallel()
+			dir := crossTree(t, c.dir)
+			res, err := crossPatch(t, dir, c.target, nil)
+			if err != nil {
+				t.Fatalf("build: %v", err)
+			}
+			checkARM64Patch(t, res, filepath.Join(dir, c.target))
+			if got := strings.Join(functionNames(res), ","); got != c.functions {
+				t.Errorf("replaced %s, want %s", got, c.functions)
+			}
+			if len(res.Added) != c.added || len(res.NewData) != c.data {
+				t.Errorf("new functions %v (want %d), new data %v (want %d)", res.Added, c.added, res.NewData, c.data)
+			}
+			if c.dir == "samename" {
+				// factor@b.c is bound through an anchor symbol, as on x86-64.
+				if b := strings.Join(res.Bindings, " "); !strings.Contains(b, "(factor@b.c)") {
+					t.Errorf("bindings = %v", res.Bindings)
+				}
+			}
+		})
+	}
+}
+
+// TestARM64Refusals: the same fixes are refused for the same reasons.
+func TestARM64Refusals(t *testing.T) {
+	needCross(t)
+	cases := []struct{ dir, kind, symbol, text string }{
+		{"refuse-datasize", "data-size", "table", "size of existing data changes from 16 to 32 bytes"},
+		{"refuse-datainit", "data-init", "limit@data.c", "initial value of existing data changes"},
+		{"refuse-ctor", "constructor", "init@data.c", "constructors already ran"},
+		{"refuse-staticremoved", "static-local-removed", "calls.0@data.c", "no longer uses this static variable"},
+		{"refuse-newtls", "new-tls", "depth@data.c", "new thread-local variable"},
+		{"refuse-newtls-extern", "new-tls", "depth", "new thread-local variable"},
+		{"refuse-struct", "struct-layout", "struct config", "existing data of the old layout is used by variable cfg"},
+	}
+	for _, c := range cases {
+		t.Run(c.dir, func(t *testing.T) {
+			t.Parallel()
+			dir := crossTree(t, c.dir)
+			_, err := crossPatch(t, dir, "prog", nil)
+			var re *build.RefusalError
+			if !errors.As(err, &re) {
+				t.Fatalf("want a refusal, got %v", err)
+			}
+			for _, r := range re.Refusals {
+				if r.Kind == c.kind && r.Symbol == c.symbol && strings.Contains(r.Reason, c.text) {
+					return
+				}
+			}
+			t.Fatalf("want %s of %s (%q), got %v", c.kind, c.symbol, c.text, err)
+		})
+	}
+}
+
+func TestARM64LineNumberOnlyChange(t *testing.T) {
+	t.Parallel()
+	needCross(t)
+	dir := crossTree(t, "lineonly")
+	res, err := crossPatch(t, dir, "prog", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.LineOnly) != 1 || !strings.HasPrefix(res.LineOnly[0], "helper") || strings.Join(functionNames(res), ",") != "step" {
+		t.Errorf("line-only %v, replaced %v; want helper left out and step replaced", res.LineOnly, functionNames(res))
+	}
+}
+
+// The target built with other flags than the tree's build command uses.
+func TestARM64RunPreMismatch(t *testing.T) {
+	t.Parallel()
+	needCross(t)
+	dir := crossTree(t, "body", "CFLAGS=-O1")
+	_, err := crossPatch(t, dir, "prog", nil)
+	var me *build.MismatchError
+	if !errors.As(err, &me) || me.Function != "compute" {
+		t.Fatalf("want a mismatch in compute, got %v", err)
+	}
+	t.Logf("refused: %v", err)
+}
+
+// A compiler for another machine than the target's is refused before
+// anything is built, saying which compiler to use.
+func TestWrongMachine(t *testing.T) {
+	t.Parallel()
+	needCross(t)
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("needs the host's gcc")
+	}
+	host := machineOfHostGCC(t)
+	arm := crossTree(t, "body")
+	// The host's gcc for an aarch64 target (on an x86-64 host).
+	if host != "aarch64" {
+		_, err := buildPatch(t, arm, "prog", nil)
+		if !errors.Is(err, build.ErrWrongMachine) || !strings.Contains(err.Error(), "--cc aarch64-linux-gnu-gcc") {
+			t.Errorf("aarch64 target, host gcc: want ErrWrongMachine naming --cc aarch64-linux-gnu-gcc, got %v", err)
+		}
+		// The cross compiler for an x86-64 target.
+		native := builtTree(t, "body")
+		_, err = crossPatch(t, native, "prog", nil)
+		if !errors.Is(err, build.ErrWrongMachine) || !strings.Contains(err.Error(), "target is x86-64") {
+			t.Errorf("x86-64 target, aarch64 compiler: want ErrWrongMachine, got %v", err)
+		}
+	}
+	// A compiler that does not exist.
+	_, err := buildPatch(t, arm, "prog", func(o *build.Options) { o.CC = "no-such-cc" })
+	if !errors.Is(err, build.ErrUnsupported) || !strings.Contains(err.Error(), "no-such-cc") {
+		t.Errorf("missing compiler: got %v", err)
+	}
+}
+
+func machineOfHostGCC(t *testing.T) string {
+	out, err := exec.Command("gcc", "-dumpmachine").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	arch, _, _ := strings.Cut(string(out), "-")
+	return arch
+}
