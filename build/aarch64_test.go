@@ -3,6 +3,7 @@ package build_test
 import (
 	"debug/elf"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -242,4 +243,40 @@ func machineOfHostGCC(t *testing.T) string {
 	}
 	arch, _, _ := strings.Cut(string(out), "-")
 	return arch
+}
+
+// The CLI takes the cross compiler from --cc or from CC, and a wrong one is
+// a one-line error saying what to use.
+func TestCLICrossCompiler(t *testing.T) {
+	t.Parallel()
+	needCross(t)
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the CLI test needs the go command")
+	}
+	bin := hotpatchBinary(t)
+	dir := crossTree(t, "string")
+	args := func(out string) []string {
+		return []string{"build", "--src", dir, "--diff", filepath.Join(dir, "fix.patch"), "--target", filepath.Join(dir, "prog"), "--jobs", "2", "-o", out}
+	}
+	out := filepath.Join(t.TempDir(), "fix.hp")
+	cmd := exec.Command(bin, append(args(out), "--cc", crossCC)...)
+	if text, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(text), "replace greet (compute.c)") {
+		t.Fatalf("hotpatch build --cc %s: %v\n%s", crossCC, err, text)
+	}
+	cmd = exec.Command(bin, append(args(out+".env"), "--id", "from-env")...)
+	cmd.Env = append(os.Environ(), "CC="+crossCC)
+	if text, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CC=%s hotpatch build: %v\n%s", crossCC, err, text)
+	}
+	text, err := exec.Command(bin, "inspect", out+".env").CombinedOutput()
+	if err != nil || !strings.Contains(string(text), "arm64 (EM_AARCH64)") {
+		t.Errorf("inspect: %v\n%s", err, text)
+	}
+	if machineOfHostGCC(t) != "aarch64" {
+		cmd = exec.Command(bin, append(args(out+".host"), "--cc", "gcc")...)
+		text, err = cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(text), "hotpatch: wrong machine: compiler") || strings.Count(strings.TrimSpace(string(text)), "\n") != 0 {
+			t.Errorf("want a one-line machine error, got %v:\n%s", err, text)
+		}
+	}
 }
