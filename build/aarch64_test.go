@@ -2,7 +2,9 @@ package build_test
 
 import (
 	"debug/elf"
+	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,5 +280,67 @@ func TestCLICrossCompiler(t *testing.T) {
 		if err == nil || !strings.Contains(string(text), "hotpatch: wrong machine: compiler") || strings.Count(strings.TrimSpace(string(text)), "\n") != 0 {
 			t.Errorf("want a one-line machine error, got %v:\n%s", err, text)
 		}
+	}
+}
+
+// On aarch64 the original build's compile keeps gcc's section anchors
+// (only function sections are added) and a second compile gives the
+// analysis object, with a section per variable; the fixed build compiles
+// only the analysis way.
+func TestWrapperAnalysisCompile(t *testing.T) {
+	needCross(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "a.c")
+	if err := os.WriteFile(src, []byte("static int a = 1, b = 2;\nint get(int i) { a += i; b ^= a; return a + b; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sections := func(path string) map[string]bool {
+		f, err := elf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		out := map[string]bool{}
+		for _, s := range f.Sections {
+			out[s.Name] = true
+		}
+		return out
+	}
+	compile := func(stage string) build.CompileRecord {
+		logDir := t.TempDir()
+		t.Setenv(build.EnvLogDir, logDir)
+		t.Setenv(build.EnvRealCompiler, crossCC)
+		t.Setenv(build.EnvMachine, "aarch64")
+		t.Setenv(build.EnvStage, stage)
+		if code := build.WrapperMain("gcc", []string{"-O2", "-c", "-o", filepath.Join(dir, "a.o"), src}, io.Discard, os.Stderr); code != 0 {
+			t.Fatalf("%s compile: exit %d", stage, code)
+		}
+		recs, err := filepath.Glob(filepath.Join(logDir, "*.json"))
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("%s compile: records %v, %v", stage, recs, err)
+		}
+		data, err := os.ReadFile(recs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec build.CompileRecord
+		if err := json.Unmarshal(data, &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	orig := compile("original")
+	if own := sections(orig.Copy); !own[".text.get"] || !own[".data"] || own[".data.a"] {
+		t.Errorf("the build's own object should have function sections and one .data: %v", own)
+	}
+	if orig.Analysis == "" {
+		t.Fatal("no analysis object for the original build")
+	}
+	if an := sections(orig.Analysis); !an[".text.get"] || !an[".data.a"] || !an[".data.b"] {
+		t.Errorf("the analysis object should have a section per variable: %v", an)
+	}
+	patched := compile("patched")
+	if patched.Analysis != "" || !sections(patched.Copy)[".data.a"] {
+		t.Errorf("the fixed build should compile once, the analysis way: %+v", patched)
 	}
 }
