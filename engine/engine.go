@@ -85,6 +85,9 @@ type session struct {
 	images []*target.Image
 	// lastCheck is the most recent consistency result, for reporting.
 	lastCheck consistency.Result
+	// seccompChecked are the threads whose seccomp filters were found to
+	// let the engine's system calls through.
+	seccompChecked map[int]bool
 }
 
 func open(pid int) (*session, error) {
@@ -154,6 +157,9 @@ func (s *session) remote(fn func(t *proc.Thread) error) error {
 		return fmt.Errorf("no thread could be stopped: %w", err)
 	}
 	defer s.p.Resume(t)
+	if err := s.checkSeccomp(t); err != nil {
+		return err
+	}
 	return fn(t)
 }
 
