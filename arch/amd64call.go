@@ -1,15 +1,43 @@
 package arch
 
 import (
+	"debug/elf"
 	"encoding/binary"
 	"fmt"
 )
 
+// CallABI describes one architecture's call stub: the data it works with
+// and its encoder.
+type CallABI struct {
+	// SavedSize and SavedAlign are the size and alignment of
+	// CallFrame.Saved; FPUSize is that of CallFrame.FPU (0: not used).
+	SavedSize, SavedAlign, FPUSize int
+	// StubLen bounds the length of an encoded stub.
+	StubLen int
+	// Encode encodes a stub at at; marker is the offset of its marker
+	// system call instruction.
+	Encode func(at uint64, f CallFrame) (code []byte, marker int, err error)
+}
+
+// CallStub returns a's call stub, nil when it has none.
+func (a *Arch) CallStub() *CallABI {
+	switch a.Machine {
+	case elf.EM_X86_64:
+		return amd64Call
+	case elf.EM_AARCH64:
+		return arm64Call
+	}
+	return nil
+}
+
+var amd64Call = &CallABI{SavedSize: CallSavedSize, SavedAlign: 8, FPUSize: FPUAreaSize, StubLen: 192, Encode: EncodeCallStub}
+
 // CallFrame places the data a call stub works with, all inside patch memory.
 type CallFrame struct {
-	// Saved holds the thread's own context: GPRs in CallSavedOrder, then
-	// rsp, rip and rflags. The stub restores it by itself if nobody is
-	// left to do it (the engine died during the call).
+	// Saved holds the thread's own context, which the stub restores by
+	// itself if nobody is left to do it (the engine died during the call).
+	// x86-64: GPRs in CallSavedOrder, then rsp, rip and rflags; arm64: an
+	// rt_sigframe (ARM64Context.SigFrame).
 	Saved uint64
 	// Func is a slot holding the function to call.
 	Func uint64
@@ -17,7 +45,8 @@ type CallFrame struct {
 	// so whether the call happened is recorded even if the engine dies.
 	Done  uint64
 	Value byte
-	// FPU is a 64-byte aligned save area for the floating-point state.
+	// FPU is a 64-byte aligned save area for the floating-point state
+	// (x86-64; on arm64 it is part of Saved).
 	FPU uint64
 	// XSave selects xsave/xrstor (x87, SSE and AVX state) over fxsave.
 	XSave bool
@@ -33,7 +62,7 @@ const CallSavedSize = 18 * 8
 // standard xsave format (576 + 256 bytes).
 const FPUAreaSize = 1024
 
-// EncodeCallStub encodes, at at, code that saves the floating-point state,
+// EncodeCallStub encodes, at at, x86-64 code that saves the floating-point state,
 // calls the function in f.Func (arguments already in registers, the stack
 // pointer already set to a 16-byte aligned scratch stack), records the
 // call in f.Done, restores the floating-point state and makes a getpid

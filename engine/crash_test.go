@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -190,9 +189,6 @@ func TestEngineKilledDuringRegistration(t *testing.T) {
 // is issued again, so the program sees no error.
 func TestEngineKilledDuringRemoteSyscall(t *testing.T) {
 	fixture.Require(t)
-	if runtime.GOARCH != "amd64" {
-		t.Skip("the landing frame exists on x86-64 only")
-	}
 	bin := build(t, "blocking", "target.c", "blocking")
 	raw := fixture.PackBytes(t, bin, object(t, "blocking", "compute_v2.c"), "block-fix", "compute=compute_v2")
 	file := filepath.Join(t.TempDir(), "b.hp")

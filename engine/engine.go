@@ -133,8 +133,13 @@ func (s *session) remote(fn func(t *proc.Thread) error) error {
 		if len(proc.LandingSyscallRet) > 0 {
 			// With both sequences an injected call survives the engine's
 			// death; without them it is still correct, only not that.
-			ret, err1 := target.FindAlignedInsn(s.p, s.images, proc.LandingSyscallRet, 1)
-			rt, err2 := target.FindAlignedInsn(s.p, s.images, proc.LandingRestoreRT, 1)
+			align := uint64(s.arch.InsnAlign)
+			ret, err1 := target.FindAlignedInsn(s.p, s.images, proc.LandingSyscallRet, align)
+			rt, err2 := target.FindAlignedInsn(s.p, s.images, proc.LandingRestoreRT, align)
+			if err2 != nil {
+				// arm64's C library returns from signals through the vDSO.
+				rt, err2 = s.p.FindInVDSO(proc.LandingRestoreRT, align)
+			}
 			if err1 == nil && err2 == nil {
 				s.p.Landing = &proc.Landing{SyscallRet: ret, RestoreRT: rt}
 			}

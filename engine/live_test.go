@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -702,22 +701,10 @@ func TestCXXExceptionThroughPatch(t *testing.T) {
 // buildCXX compiles the C++ fixture and its patch with g++.
 func buildCXX(t *testing.T) (bin, obj string) {
 	t.Helper()
-	if runtime.GOARCH == "arm64" {
-		t.Skip("unwind-table registration needs remote calls, which have no arm64 call stub yet")
-	}
-	if _, err := exec.LookPath("g++"); err != nil {
-		t.Skip("needs g++")
-	}
 	dir, src := t.TempDir(), fixture.Dir(t, "cxx")
 	bin, obj = filepath.Join(dir, "cxx"), filepath.Join(dir, "parse_v2.o")
-	for _, args := range [][]string{
-		{"-O2", "-g", "-o", bin, filepath.Join(src, "target.cc")},
-		{"-c", "-O2", "-fPIC", "-o", obj, filepath.Join(src, "parse_v2.cc")},
-	} {
-		if out, err := exec.Command("g++", args...).CombinedOutput(); err != nil {
-			t.Fatalf("g++ %v: %v\n%s", args, err, out)
-		}
-	}
+	fixture.GXX(t, "-O2", "-g", "-o", bin, filepath.Join(src, "target.cc"))
+	fixture.GXX(t, "-c", "-O2", "-fPIC", "-o", obj, filepath.Join(src, "parse_v2.cc"))
 	return bin, obj
 }
 

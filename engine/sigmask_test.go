@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,9 +44,6 @@ int main(void) {
 // thread must come back with its own signal mask, not ppoll's.
 func TestEngineKilledDuringRemoteSyscallKeepsSignalMask(t *testing.T) {
 	fixture.Require(t)
-	if runtime.GOARCH != "amd64" {
-		t.Skip("the landing frame exists on x86-64 only")
-	}
 	dir := t.TempDir()
 	src := filepath.Join(dir, "ppoll.c")
 	if err := os.WriteFile(src, []byte(ppollSrc), 0o644); err != nil {
@@ -79,9 +75,6 @@ func TestEngineKilledDuringRemoteSyscallKeepsSignalMask(t *testing.T) {
 // blocked calls of the other threads see nothing either.
 func TestEngineKilledAtRestartedSyscallEntry(t *testing.T) {
 	fixture.Require(t)
-	if runtime.GOARCH != "amd64" {
-		t.Skip("the landing frame exists on x86-64 only")
-	}
 	bin := build(t, "blocking", "target.c", "blocking")
 	file := packFile(t, bin, object(t, "blocking", "compute_v2.c"), "block-fix", "compute=compute_v2")
 	p := fixture.Start(t, bin)

@@ -26,7 +26,7 @@ import (
 // __deregister_frame_info before the memory is unmapped.
 //
 // The call runs in one stopped thread through a stub in patch memory
-// (arch.EncodeCallStub). The stub records completion itself and, should the
+// (arch.Arch.CallStub). The stub records completion itself and, should the
 // engine die mid-call, restores the thread's own context by itself, so the
 // target never needs the engine to come back. The thread is chosen so that
 // it holds none of the locks the call takes: none of its frames may be in
@@ -36,22 +36,64 @@ import (
 // registered or deregistered in the target.
 var ErrUnwindRegistration = errors.New("cannot register the patch's unwind tables")
 
-// Layout of the call data, in the linker's reserved writable space.
+// Layout of the call data, in the linker's reserved writable space. The
+// header is the same on every architecture; the rest follows the
+// architecture's call stub (callLayoutFor). Both are fixed: a later engine
+// writes into the data of a stub an earlier one left in the target.
 const (
-	callSavedOff  = 0
-	callFuncOff   = arch.CallSavedSize            // 144
-	callDoneOff   = callFuncOff + 8               // 152
-	callObjectOff = 192                           // struct object, 56 bytes in libgcc
-	callFPUOff    = 320                           // 64-aligned
-	callStackOff  = callFPUOff + arch.FPUAreaSize // 1344
-	callStackSize = 64 << 10                      // room for signal handlers too
-	callDataSize  = callStackOff + callStackSize
-	callStubSize  = 192
+	callFuncOff   = 144             // u64 the function to call
+	callDoneOff   = callFuncOff + 8 // 152, the done flag
+	callObjectOff = 192             // struct object, 56 bytes in libgcc
+	callAreaOff   = 320             // 64-aligned: the stub's own data
+	callStackSize = 64 << 10        // room for signal handlers too
 	callTimeout   = 2 * time.Second
 	// callInFlight in the done flag: a call timed out and still runs in the
 	// patch memory. The stub overwrites it when the call returns; until
 	// then the memory must stay and no other call may be made on it.
 	callInFlight = 2
+)
+
+// callLayout places one architecture's call data: the thread's saved
+// context (arch.CallFrame.Saved), the FPU area, the stack.
+type callLayout struct {
+	abi                     *arch.CallABI
+	saved, fpu, stack, size uint64
+	stub                    uint64 // room for one stub
+}
+
+// callLayoutFor lays out the call data for abi. x86-64 keeps its 144-byte
+// context at 0, its 1024-byte FPU area at 320 and its stack at 1344;
+// arm64's 4688-byte signal frame goes at 320 (it holds the FP/SIMD state),
+// its stack at 5056.
+func callLayoutFor(abi *arch.CallABI) callLayout {
+	l := callLayout{abi: abi, fpu: callAreaOff}
+	if abi == nil {
+		return l
+	}
+	off := uint64(callAreaOff + abi.FPUSize)
+	if abi.SavedSize > callFuncOff {
+		l.saved = off
+		off += uint64(abi.SavedSize)
+	}
+	l.stack = (off + 63) &^ 63
+	l.size = l.stack + callStackSize
+	l.stub = uint64(abi.StubLen)
+	return l
+}
+
+// hostCall is the call data of the engine's own architecture, the only one
+// it ever patches.
+var hostCall = func() callLayout {
+	a, err := hostArch()
+	if err != nil {
+		return callLayout{}
+	}
+	return callLayoutFor(a.CallStub())
+}()
+
+var (
+	callStubSize = hostCall.stub
+	callDataSize = hostCall.size
 )
 
 // unwinder is libgcc's frame registry in the target.
@@ -141,21 +183,24 @@ var allocator = map[string]bool{
 // callFrame describes the call data at base for a call that sets the done
 // flag to value.
 func callFrame(base uint64, value byte) arch.CallFrame {
-	return arch.CallFrame{Saved: base + callSavedOff, Func: base + callFuncOff, Done: base + callDoneOff,
-		Value: value, FPU: base + callFPUOff, XSave: cpu.X86.HasOSXSAVE}
+	return arch.CallFrame{Saved: base + hostCall.saved, Func: base + callFuncOff, Done: base + callDoneOff,
+		Value: value, FPU: base + hostCall.fpu, XSave: cpu.X86.HasOSXSAVE}
 }
 
 // writeCallStubs puts the registration and deregistration stubs into the
 // linked code at at, and returns where they and their markers are.
 func writeCallStubs(linked *link.Linked, at, data uint64) (reg, regMarker, dereg, deregMarker uint64, err error) {
+	if hostCall.abi == nil {
+		return 0, 0, 0, 0, errors.New("no call stub on this architecture")
+	}
 	for i, value := range []byte{1, 0} {
-		stub := at + uint64(i*callStubSize)
-		code, marker, err := arch.EncodeCallStub(stub, callFrame(data, value))
+		stub := at + uint64(i)*callStubSize
+		code, marker, err := hostCall.abi.Encode(stub, callFrame(data, value))
 		if err != nil {
 			return 0, 0, 0, 0, err
 		}
 		dst := linked.Code(stub, uint64(len(code)))
-		if dst == nil || len(code) > callStubSize {
+		if dst == nil || uint64(len(code)) > callStubSize {
 			return 0, 0, 0, 0, fmt.Errorf("call stub does not fit the patch's code")
 		}
 		copy(dst, code)
@@ -203,19 +248,21 @@ func (s *session) lockFreeThread(mods *consistency.Modules, busy []consistency.R
 
 // remoteCall runs fn(args) in t through the stub at entry.
 func (s *session) remoteCall(t *proc.Thread, data, fn, entry, marker uint64, args ...uint64) error {
-	ctx := t.Regs.ResumeContext()
-	if ctx == nil {
+	if hostCall.abi == nil {
 		return fmt.Errorf("%w: remote calls are not supported on %s", ErrUnwindRegistration, s.arch.Name)
 	}
-	buf := make([]byte, 0, len(ctx)*8+8)
-	for _, v := range ctx {
-		buf = le64put(buf, v)
+	// The context the stub restores by itself should the engine die.
+	ctx := t.Regs.CallContext()
+	if len(ctx) != hostCall.abi.SavedSize {
+		return fmt.Errorf("%w: saved context is %d bytes, want %d", ErrUnwindRegistration, len(ctx), hostCall.abi.SavedSize)
 	}
-	buf = le64put(buf, fn)
-	if _, err := s.p.WriteAt(buf, data+callSavedOff); err != nil {
+	if _, err := s.p.WriteAt(ctx, data+hostCall.saved); err != nil {
 		return err
 	}
-	sp := (data + callStackOff + callStackSize) &^ 15
+	if _, err := s.p.WriteAt(le64put(nil, fn), data+callFuncOff); err != nil {
+		return err
+	}
+	sp := (data + hostCall.stack + callStackSize) &^ 15
 	err := s.p.Call(t, entry, sp, marker, callTimeout, args...)
 	if errors.Is(err, proc.ErrCallTimeout) {
 		s.p.WriteAt([]byte{callInFlight}, data+callDoneOff)

@@ -91,6 +91,12 @@ func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duratio
 		if _, err := p.wait(t); err != nil {
 			return err
 		}
+		// As after an injected call: the registers put back are not in a
+		// system call (arm64: syscallno -1), or their x0 might read as an
+		// -ERESTART... code on the way out.
+		if err := syscallStop(t.TID, false, 0, &saved); err != nil {
+			return &Error{Op: "syscall stop", TID: t.TID, Err: err}
+		}
 		if err := setRegs(t.TID, &saved); err != nil {
 			return &Error{Op: "restore registers", TID: t.TID, Err: err}
 		}

@@ -4,9 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -96,7 +93,7 @@ func (p *Process) prepareLanding(t *Thread, call, saved *Regs) error {
 
 // restartable reports whether the thread stopped in a system call that the
 // kernel restarts when it resumes.
-func (r *Regs) restartable() bool {
+func (p *Process) restartable(r *Regs) bool {
 	if int64(r.Orig_rax) < 0 {
 		return false
 	}
@@ -158,60 +155,12 @@ func getXState(tid int) ([]byte, error) {
 	return buf[:iov.Len], nil
 }
 
-// blockedSignals reads the thread's signal mask.
-func blockedSignals(pid, tid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
-	if err != nil {
-		return 0, err
+// CallContext is the context a call stub restores the thread to by itself
+// (arch.CallFrame.Saved): ResumeContext's words.
+func (r *Regs) CallContext() []byte {
+	var b []byte
+	for _, v := range r.ResumeContext() {
+		b = binary.LittleEndian.AppendUint64(b, v)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "SigBlk:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		}
-	}
-	return 0, errors.New("no SigBlk in status")
-}
-
-// onThreadStack reports whether [lo, sp) lies in a real thread stack: the
-// main thread's [stack], or an anonymous writable mapping that starts right
-// above a guard page, as glibc lays out pthread stacks. Anything else (a
-// signal stack carved out of the heap, say) may have live data below the
-// stack pointer, so no frame is written there.
-func (p *Process) onThreadStack(sp, lo uint64) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", p.PID))
-	if err != nil {
-		return false
-	}
-	var prevEnd uint64
-	var prevGuard bool
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		start, end, ok := parseRange(f[0])
-		if !ok {
-			continue
-		}
-		if sp > start && sp <= end {
-			path := ""
-			if len(f) > 5 {
-				path = f[5]
-			}
-			stack := path == "[stack]" || (path == "" && f[4] == "0" && strings.HasPrefix(f[1], "rw") && prevGuard && prevEnd == start)
-			return stack && lo >= start
-		}
-		prevEnd, prevGuard = end, strings.HasPrefix(f[1], "---")
-	}
-	return false
-}
-
-func parseRange(s string) (start, end uint64, ok bool) {
-	a, b, found := strings.Cut(s, "-")
-	if !found {
-		return 0, 0, false
-	}
-	x, err1 := strconv.ParseUint(a, 16, 64)
-	y, err2 := strconv.ParseUint(b, 16, 64)
-	return x, y, err1 == nil && err2 == nil
+	return b
 }

@@ -500,7 +500,7 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 			// the like swap in for the call, and the landing frame must
 			// hold the thread's own. Should the engine die before that,
 			// the thread just runs its own call again.
-			if hijack = p.Landing != nil && saved.restartable(); hijack {
+			if hijack = p.Landing != nil && p.restartable(&saved); hijack {
 				return nil
 			}
 			call = saved
