@@ -25,6 +25,11 @@
 // data or replaced functions use, changed constructors, new thread-local
 // variables. Some are warnings that Options.Force accepts.
 //
+// Targets may be x86-64 or aarch64 (Options.CC names the compiler, a
+// cross compiler included); what differs between the two, relocation
+// classes, compiler flags, run-pre rules and PLT layout, is in one table
+// per machine (machine.go).
+//
 // The result is packed with patchfile.Pack, carrying the target's
 // build-id, the hash of every replaced function and, in Metadata.Builder,
 // the fix's name and hash, the old and new sizes of each function and its
