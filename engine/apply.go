@@ -187,7 +187,8 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 		if unw, err = s.findUnwinder(); err != nil {
 			return nil, err
 		}
-		if unw != nil && s.arch.CallStub() == nil {
+		if unw != nil && s.arch.Machine != elf.EM_X86_64 {
+			// The call stub (arch.EncodeCallStub) is x86-64 code.
 			return nil, fmt.Errorf("%w: the target has an unwinder, and remote calls into it are not implemented on %s; build the patch without unwind tables (-fno-asynchronous-unwind-tables -fno-exceptions) if no exception passes through it",
 				ErrUnwindRegistration, s.arch.Name)
 		}
@@ -361,8 +362,13 @@ func (s *session) completeSwitch(ctx context.Context, r *found, sites []plannedS
 		}
 	}
 	var ranges []consistency.Range
-	for _, ps := range sites {
+	for i, ps := range sites {
 		ranges = append(ranges, ps.ranges...)
+		// The jumps are in place with the gate closed: a thread may be in
+		// a stub, running the displaced instructions of the old version.
+		if st := r.rec.Sites[i]; st.Gated {
+			ranges = append(ranges, stubRange(s.arch, st, ps.fn.Old+" (stub of "+r.rec.ID+")")...)
+		}
 	}
 	err := s.switchWhenIdle(ctx, opts.timeout(), s.cfiModules(), ranges, res, func() error {
 		return s.writeSites(r.base, r.rec, false)
@@ -556,7 +562,7 @@ func (s *session) planSite(img *target.Image, syms *target.Symbols, fn patchfile
 		for _, st := range r.rec.Sites {
 			if st.Addr >= addr && st.Addr < addr+fn.OldSize {
 				copy(code[st.Addr-addr:], st.Orig) // a jump may run into padding past the end
-				ranges = append(ranges, consistency.Range{Lo: st.New, Hi: st.New + uint64(max(st.NewSize, 1)), Name: fn.Old + " (patch " + r.rec.ID + ")"})
+				ranges = append(ranges, versionRanges(s.arch, fn.Old, r.rec.ID, st)...)
 			}
 		}
 	}
@@ -750,6 +756,26 @@ func (s *session) mapNear(t *proc.Thread, img *target.Image, size, maxEnd uint64
 		return base, nil
 	}
 	return 0, ErrNoSpace
+}
+
+// versionRanges is the code of an earlier patch's version of a function,
+// which a new patch of it replaces too: the new function and, for a gated
+// site, its stub, from which a thread would enter that version.
+func versionRanges(a *arch.Arch, name, id string, st site) []consistency.Range {
+	ranges := []consistency.Range{{Lo: st.New, Hi: st.New + uint64(max(st.NewSize, 1)), Name: name + " (patch " + id + ")"}}
+	if st.Gated {
+		ranges = append(ranges, stubRange(a, st, name+" (stub of "+id+")")...)
+	}
+	return ranges
+}
+
+// stubRange is the gated stub a site's jump leads to.
+func stubRange(a *arch.Arch, st site, name string) []consistency.Range {
+	stub, ok := a.JumpTarget(st.Tramp, st.Addr)
+	if !ok {
+		return nil
+	}
+	return []consistency.Range{{Lo: stub, Hi: stub + uint64(a.MaxStubLen), Name: name}}
 }
 
 // heapReserve keeps patch memory away from where brk grows the heap.

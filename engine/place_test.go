@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/hotpatch/hotpatch/arch"
 	"github.com/hotpatch/hotpatch/target"
 )
 
@@ -85,4 +86,26 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestVersionRanges: stacking over a gated site counts its stub as part of
+// the version being replaced: a thread there is about to enter it.
+func TestVersionRanges(t *testing.T) {
+	for _, a := range []*arch.Arch{arch.AMD64, arch.ARM64} {
+		const at, stub, fresh = 0x555500001000, 0x555400002000, 0x555400003000
+		tramp, err := a.EncodeJump(at, stub, ^uint64(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := site{Gated: true, Addr: at, New: fresh, NewSize: 40, Tramp: tramp}
+		got := versionRanges(a, "compute", "fix-1", st)
+		if len(got) != 2 || got[0].Lo != fresh || got[0].Hi != fresh+40 || got[1].Lo != stub || got[1].Hi != stub+uint64(a.MaxStubLen) {
+			t.Errorf("%s: gated site ranges %+v", a.Name, got)
+		}
+		st.Gated = false
+		st.Tramp, _ = a.EncodeJump(at, fresh, ^uint64(0))
+		if got := versionRanges(a, "compute", "fix-1", st); len(got) != 1 {
+			t.Errorf("%s: direct site ranges %+v", a.Name, got)
+		}
+	}
 }
