@@ -187,8 +187,7 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 		if unw, err = s.findUnwinder(); err != nil {
 			return nil, err
 		}
-		if unw != nil && s.arch.Machine != elf.EM_X86_64 {
-			// The call stub (arch.EncodeCallStub) is x86-64 code.
+		if unw != nil && s.arch.CallStub() == nil {
 			return nil, fmt.Errorf("%w: the target has an unwinder, and remote calls into it are not implemented on %s; build the patch without unwind tables (-fno-asynchronous-unwind-tables -fno-exceptions) if no exception passes through it",
 				ErrUnwindRegistration, s.arch.Name)
 		}
