@@ -59,7 +59,14 @@ func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duratio
 			if first {
 				faults.Point(FaultMidCall)
 			}
-			ws, err := p.wait(t)
+			ws, err := p.waitBounded(t, deadline)
+			if errors.Is(err, ErrStopTimeout) {
+				// Interrupted at the limit, and in an uninterruptible sleep:
+				// it stays seized until it stops or the tracer goes.
+				delete(p.stopped, t.TID)
+				p.unstopped[t.TID] = true
+				return &Error{Op: "remote call", TID: t.TID, Err: ErrCallTimeout}
+			}
 			if err != nil {
 				return err
 			}

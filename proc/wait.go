@@ -99,3 +99,44 @@ func (p *Process) stopLimit() time.Duration {
 	}
 	return DefaultStopLimit
 }
+
+// waitBounded waits for t's next stop, which may take long: t runs code of
+// the target (a remote call) that can block, in a system call or a lock.
+// At the deadline t is interrupted, so it stops wherever it is; a thread
+// that does not stop even then is given up on with ErrStopTimeout.
+func (p *Process) waitBounded(t *Thread, deadline time.Time) (unix.WaitStatus, error) {
+	var interrupted time.Time
+	start := time.Now()
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(t.TID, &ws, unix.WALL|unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ws, &Error{Op: "wait", TID: t.TID, Err: err}
+		}
+		if pid != 0 {
+			if ws.Exited() || ws.Signaled() {
+				delete(p.stopped, t.TID)
+				return ws, &Error{Op: "wait", TID: t.TID, Err: ErrThreadGone}
+			}
+			if ws.Stopped() {
+				return ws, nil
+			}
+			continue
+		}
+		now := time.Now()
+		switch {
+		case interrupted.IsZero() && now.After(deadline):
+			if err := unix.PtraceInterrupt(t.TID); err != nil {
+				return ws, &Error{Op: "interrupt", TID: t.TID, Err: err}
+			}
+			interrupted = now
+		case !interrupted.IsZero() && now.Sub(interrupted) > p.stopLimit():
+			return ws, &Error{Op: "stop", TID: t.TID, Err: fmt.Errorf("%w (state %s)", ErrStopTimeout, p.threadState(t.TID))}
+		}
+		ts := unix.NsecToTimespec(min(max(now.Sub(start)/4, 20*time.Microsecond), 5*time.Millisecond).Nanoseconds())
+		unix.Nanosleep(&ts, nil)
+	}
+}
