@@ -25,7 +25,10 @@ import (
 // checked here and linked by the engine's linker. engine/buildcase_test.go
 // applies one in a live process on arm64.
 
-const crossCC = "aarch64-linux-gnu-gcc"
+const (
+	crossCC  = "aarch64-linux-gnu-gcc"
+	crossCXX = "aarch64-linux-gnu-g++" // found by the builder as crossCC's sibling
+)
 
 func needCross(t *testing.T) {
 	t.Helper()
@@ -39,7 +42,7 @@ func needCross(t *testing.T) {
 // crossTree copies a case and builds it with the cross compiler.
 func crossTree(t *testing.T, name string, makeArgs ...string) string {
 	t.Helper()
-	return builtTree(t, name, append([]string{"CC=" + crossCC}, makeArgs...)...)
+	return builtTree(t, name, append([]string{"CC=" + crossCC, "CXX=" + crossCXX}, makeArgs...)...)
 }
 
 func crossPatch(t *testing.T, dir, targetName string, mod func(*build.Options)) (*build.Result, error) {
@@ -125,10 +128,14 @@ func TestARM64Cases(t *testing.T) {
 		{"sharedlib", "libcalc.so", "lib_compute", 0, 0},
 		{"staticsection", "prog", "report", 0, 0},
 		{"runpre-call", "prog", "compute,stamp", 0, 0},
+		{"cxxmember", "prog", "_ZN7Counter7advanceEv,_ZNK7Counter5labelB5cxx11Ev", 0, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.dir, func(t *testing.T) {
 			t.Parallel()
+			if _, err := exec.LookPath(crossCXX); err != nil && strings.HasPrefix(c.dir, "cxx") {
+				t.Skipf("needs %s (apt-get install g++-aarch64-linux-gnu)", crossCXX)
+			}
 			dir := crossTree(t, c.dir)
 			res, err := crossPatch(t, dir, c.target, nil)
 			if err != nil {
