@@ -472,7 +472,8 @@ func (s *session) makeSite(ps plannedSite, newAddr uint64, linked *link.Linked, 
 		}
 		back, err := a.EncodeJump(bodyAt+uint64(len(body)), at+uint64(covered), backRoom)
 		if err != nil {
-			return direct(fmt.Errorf("the stub's way back into the old body at %#x must be a direct jump, and the patch lies out of its reach: %w", at+uint64(covered), err))
+			resume, from := at+uint64(covered), bodyAt+uint64(len(body))
+			return direct(fmt.Errorf("the stub's way back into the old body at %#x must be a direct jump, and the stub lies %d MiB away, out of its reach", resume, absDiff(resume, from)>>20))
 		}
 		body = append(body, back...)
 	}
@@ -775,6 +776,13 @@ func stubRange(a *arch.Arch, st site, name string) []consistency.Range {
 		return nil
 	}
 	return []consistency.Range{{Lo: stub, Hi: stub + uint64(a.MaxStubLen), Name: name}}
+}
+
+func absDiff(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
 }
 
 // heapReserve keeps patch memory away from where brk grows the heap.
