@@ -14,7 +14,9 @@ import (
 
 // A target whose unwinder registry (stand-ins linked into the executable,
 // where the engine also looks) takes longer than the engine's call limit,
-// and is still running when the engine gives up on it.
+// and is still running when the engine gives up on it: long enough after
+// the limit for a retry to find it there, even in the emulated arm64 VM,
+// where an apply's preparation takes seconds.
 const slowRegistrySrc = `#include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,7 +24,7 @@ static volatile int calls;
 __attribute__((noipa)) int compute(int x) { return x * 2; }
 void __register_frame_info(const void *begin, void *ob) {
 	(void)begin; (void)ob;
-	struct timespec a = {2, 500000000}, b = {2, 0};
+	struct timespec a = {2, 500000000}, b = {6, 0};
 	nanosleep(&a, NULL);
 	nanosleep(&b, NULL);
 	calls++;
