@@ -127,6 +127,7 @@ func Apply(ctx context.Context, pid int, spec *patchfile.Spec, opts Options) (*R
 		return nil, err
 	}
 	defer s.close()
+	s.limit = opts.timeout()
 	res := &Result{ID: spec.Meta.ID, PID: pid, buildID: spec.Meta.TargetBuildID}
 
 	if spec.Machine != s.arch.Machine {

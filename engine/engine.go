@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -85,6 +86,8 @@ type session struct {
 	images []*target.Image
 	// lastCheck is the most recent consistency result, for reporting.
 	lastCheck consistency.Result
+	// limit bounds the waits of one operation (Options.Timeout).
+	limit time.Duration
 	// seccompChecked are the threads whose seccomp filters were found to
 	// let the engine's system calls through.
 	seccompChecked map[int]bool
@@ -145,27 +148,46 @@ func (s *session) remote(fn func(t *proc.Thread) error) error {
 			}
 		}
 	}
-	tids, err := s.p.Threads()
+	t, err := s.stopOne()
 	if err != nil {
 		return err
-	}
-	var t *proc.Thread
-	for _, tid := range tids {
-		if t, err = s.p.StopThread(tid); err == nil {
-			break
-		}
-		if !errors.Is(err, proc.ErrThreadGone) && !errors.Is(err, proc.ErrStopTimeout) {
-			return err
-		}
-	}
-	if t == nil {
-		return fmt.Errorf("no thread could be stopped: %w", err)
 	}
 	defer s.p.Resume(t)
 	if err := s.checkSeccomp(t); err != nil {
 		return err
 	}
 	return fn(t)
+}
+
+// stopOne stops one thread, for remote system calls. A thread that cannot
+// stop now (one in an uninterruptible sleep) is passed over; when none
+// can, it tries again with a backoff until the session's time limit.
+func (s *session) stopOne() (*proc.Thread, error) {
+	limit := Options{Timeout: s.limit}.timeout()
+	deadline := time.Now().Add(limit)
+	backoff := time.Millisecond
+	for {
+		tids, err := s.p.Threads()
+		if err != nil {
+			return nil, err
+		}
+		var last error
+		for _, tid := range tids {
+			t, err := s.p.StopThread(tid)
+			if err == nil {
+				return t, nil
+			}
+			if !errors.Is(err, proc.ErrThreadGone) && !errors.Is(err, proc.ErrStopTimeout) {
+				return nil, err
+			}
+			last = err
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			return nil, fmt.Errorf("no thread could be stopped in %v: %w", limit, last)
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
 }
 
 func (s *session) syscall(t *proc.Thread, nr uint64, args ...uint64) (uint64, error) {

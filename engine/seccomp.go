@@ -15,20 +15,23 @@ import (
 // every thread (SECCOMP_FILTER_FLAG_TSYNC); the thread checked is the one
 // the calls run on.
 func (s *session) checkSeccomp(t *proc.Thread) error {
+	const anyAddr, size = 0x10000, 0x10000
 	if s.seccompChecked[t.TID] {
 		return nil
 	}
 	var audit uint32
 	var getpid, sigreturn uint64
+	var extra []proc.SeccompCall
 	switch s.arch.Machine {
 	case elf.EM_X86_64:
 		audit, getpid, sigreturn = unix.AUDIT_ARCH_X86_64, 39, 15
 	case elf.EM_AARCH64:
 		audit, getpid, sigreturn = unix.AUDIT_ARCH_AARCH64, 172, 139
+		// The call stub reads the thread's signal mask into its frame.
+		extra = append(extra, proc.SeccompCall{Name: "rt_sigprocmask", Nr: 135, Args: [6]uint64{unix.SIG_BLOCK, 0, anyAddr, 8}})
 	default:
 		return nil
 	}
-	const anyAddr, size = 0x10000, 0x10000
 	calls := []proc.SeccompCall{
 		{Name: "mmap", Nr: s.arch.SysMmap, Args: [6]uint64{anyAddr, size, unix.PROT_READ | unix.PROT_WRITE,
 			unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0}},
@@ -40,6 +43,7 @@ func (s *session) checkSeccomp(t *proc.Thread) error {
 		{Name: "getpid", Nr: getpid},
 		{Name: "rt_sigreturn", Nr: sigreturn},
 	}
+	calls = append(calls, extra...)
 	if err := s.p.CheckSeccomp(t, audit, s.p.SyscallInsn, calls); err != nil {
 		return fmt.Errorf("%w; the target was not changed", err)
 	}

@@ -269,6 +269,7 @@ func Revert(ctx context.Context, pid int, id string, opts Options) (*RevertResul
 		return nil, err
 	}
 	defer s.close()
+	s.limit = opts.timeout()
 	records, err := s.records()
 	if err != nil {
 		return nil, err
@@ -288,6 +289,7 @@ func RevertAll(ctx context.Context, pid int, opts Options) ([]*RevertResult, err
 		return nil, err
 	}
 	defer s.close()
+	s.limit = opts.timeout()
 	records, err := s.records()
 	if err != nil {
 		return nil, err

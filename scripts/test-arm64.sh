@@ -20,10 +20,9 @@ RUN=${ARM64_RUN:-.}
 BENCH=${ARM64_BENCH-'^BenchmarkApply$/^threads=(1|4)$/^funcs=(1|10)$'}
 BENCHTIME=${ARM64_BENCHTIME:-10x}
 TIMEOUT=${ARM64_TIMEOUT:-900}
-# Tests of what arm64 lacks so far (the call stub for unwind-table
-# registration, the landing frame for injected system calls); each names
-# the gap in its skip message.
-ALLOWED_SKIPS=${ARM64_ALLOWED_SKIPS:-} # none: every engine test runs on arm64
+# Tests allowed to skip in the VM (a regexp of names); none by default:
+# every engine test runs on arm64.
+ALLOWED_SKIPS=${ARM64_ALLOWED_SKIPS:-}
 CC=aarch64-linux-gnu-gcc
 
 say() { echo "test-arm64: $*"; }
