@@ -1,6 +1,7 @@
 package arch
 
 import (
+	"bytes"
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
@@ -52,6 +53,7 @@ var AMD64 = &Arch{
 	EncodeGateCheck: amd64GateCheck,
 	Displace:        amd64Displace,
 	BranchesInto:    amd64BranchesInto,
+	KeepEntry:       amd64KeepEntry,
 	// 13-byte check, up to 14+14 bytes of instructions (each may grow by 4
 	// when a short branch is widened), a 14-byte way back: rounded up.
 	MaxStubLen:     80,
@@ -82,6 +84,20 @@ func amd64ShortJump(from, to uint64) ([]byte, bool) {
 	code := []byte{0xe9, 0, 0, 0, 0}
 	binary.LittleEndian.PutUint32(code[1:], uint32(int32(rel)))
 	return code, true
+}
+
+// endbr64 marks where an indirect branch may land when the CPU enforces
+// indirect branch tracking (CET IBT, -fcf-protection).
+var endbr64 = []byte{0xf3, 0x0f, 0x1e, 0xfa}
+
+// amd64KeepEntry keeps an endbr64 at the entry: an indirect call must still
+// land on it, so the jump goes after it. The new function is entered by a
+// direct jump, which needs no landing pad.
+func amd64KeepEntry(code []byte) (int, []byte) {
+	if bytes.HasPrefix(code, endbr64) {
+		return len(endbr64), nil
+	}
+	return 0, nil
 }
 
 // amd64LongJump is jmp *0(%rip) followed by the 8-byte target.

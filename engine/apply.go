@@ -567,6 +567,18 @@ func (s *session) planSite(img *target.Image, syms *target.Symbols, fn patchfile
 			}
 		}
 	}
+	// Every earlier jump must be where this one goes, or they would
+	// overlap: one written by an engine that placed it elsewhere in the
+	// entry (before it kept landing pads) is refused.
+	at := addr + uint64(s.keepEntry(code))
+	for _, r := range records {
+		for _, st := range r.rec.Sites {
+			if st.Addr >= addr && st.Addr < addr+fn.OldSize && st.Addr != at {
+				return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrStacked,
+					Detail: fmt.Sprintf("patch %s jumps at %#x, a new patch would at %#x; revert %s first", r.rec.ID, st.Addr, at, r.rec.ID)}
+			}
+		}
+	}
 	sum := sha256.Sum256(code)
 	if got := "sha256:" + hex.EncodeToString(sum[:]); got != fn.OldHash {
 		return plannedSite{}, &FunctionError{Function: fn.Old, Err: ErrHashMismatch,

@@ -590,9 +590,10 @@ func btiGuarded(t *testing.T, pid int, addr uint64) (guarded, cpu bool) {
 }
 
 // Functions built with control-flow protection are called through
-// function pointers. On arm64 the binary enforces BTI, so the landing pad
-// at each entry (paciasp or bti c) must stay; the jump goes after it, and
-// a function whose entry signed LR is left with LR authenticated again, so
+// function pointers, so the landing pad at each entry must stay: endbr64
+// on x86-64 (CET indirect branch tracking), paciasp or bti c on arm64,
+// where the binary enforces BTI. The jump goes after it; on arm64 a
+// function whose entry signed LR is left with LR authenticated again, so
 // the new function signs it exactly once.
 func TestBranchProtection(t *testing.T) {
 	fixture.Require(t)
@@ -621,18 +622,18 @@ func TestBranchProtection(t *testing.T) {
 	spec := fixture.Pack(t, bin, obj, "bp-fix", "compute=compute_v2", "leaf=leaf_v2")
 	res := apply(t, p.PID, spec, 5*time.Second)
 	for _, f := range res.Functions {
-		// x86asm does not decode endbr64, so x86-64 switches these directly.
-		if !f.Gated && runtime.GOARCH == "arm64" {
+		if !f.Gated {
 			t.Errorf("%s not gated: %s", f.Name, f.Ungated)
 		}
 	}
 	p.WaitFor(t, p.Mark(), "compute=61 leaf=101 direct=61", waitLine)
-	if runtime.GOARCH == "arm64" {
-		for name, addr := range entries {
-			after := readCode(t, p.PID, addr, 8)
-			if !bytes.Equal(after[:4], before[name][:4]) || bytes.Equal(after[4:], before[name][4:]) {
-				t.Errorf("%s: % x became % x; want the landing pad kept and the next instruction replaced", name, before[name], after)
-			}
+	for name, addr := range entries {
+		after := readCode(t, p.PID, addr, 8)
+		if runtime.GOARCH == "amd64" && !bytes.HasPrefix(before[name], []byte{0xf3, 0x0f, 0x1e, 0xfa}) {
+			t.Fatalf("%s starts with % x, want endbr64", name, before[name][:4])
+		}
+		if !bytes.Equal(after[:4], before[name][:4]) || bytes.Equal(after[4:], before[name][4:]) {
+			t.Errorf("%s: % x became % x; want the landing pad kept and the next instruction replaced", name, before[name], after)
 		}
 	}
 	st, err := engine.Status(p.PID)
