@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/hotpatch
 
-.PHONY: all build test test-arm64 demo lint fuzz bench realworld realworld-server clean
+.PHONY: all build test test-arm64 demo lint fuzz bench realworld realworld-server realworld-arm64 clean
 
 all: build
 
@@ -30,6 +30,11 @@ realworld: build realworld-server
 # A server: Debian's redis with the CVE-2025-21605 fix reverted, patched live.
 realworld-server: build
 	./testdata/build/realworld-server/run.sh
+
+# The zlib check on arm64: cross-built on this host (hotpatch build --cc
+# aarch64-linux-gnu-gcc), applied in the emulated arm64 VM of test-arm64.
+realworld-arm64: build
+	GO=$(GO) ./testdata/build/realworld-arm64/run.sh
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
