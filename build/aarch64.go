@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 
+	"github.com/hotpatch/hotpatch/target"
 	"golang.org/x/arch/arm64/arm64asm"
 )
 
@@ -58,7 +59,7 @@ func a64FieldOf(t uint32) (f a64Field, scale uint) {
 		return fieldLo12, 1
 	case elf.R_AARCH64_LDST32_ABS_LO12_NC:
 		return fieldLo12, 2
-	case elf.R_AARCH64_LDST64_ABS_LO12_NC, elf.R_AARCH64_LD64_GOT_LO12_NC:
+	case elf.R_AARCH64_LDST64_ABS_LO12_NC, elf.R_AARCH64_LD64_GOT_LO12_NC, elf.R_AARCH64_LD64_GOTPAGE_LO15:
 		return fieldLo12, 3
 	case elf.R_AARCH64_LDST128_ABS_LO12_NC:
 		return fieldLo12, 4
@@ -139,10 +140,45 @@ func skipA64Nops(code []byte, off int) int {
 	return off
 }
 
+// a64Kind says what an ADRP and its low part address.
+type a64Kind uint8
+
+const (
+	kindAddr  a64Kind = iota // the symbol itself
+	kindGOT                  // the symbol's GOT slot
+	kindIE                   // the GOT slot of its thread-pointer offset (initial exec)
+	kindDesc                 // its TLS descriptor
+	kindGOTPg                // a GOT slot from the GOT's page (-fpic: LD64_GOTPAGE_LO15)
+)
+
 type pageKey struct {
 	sym    *symbol
 	addend int64
-	got    bool
+	kind   a64Kind
+}
+
+// AArch64 TLS relocation types that debug/elf does not name.
+const (
+	rTLSLDAddDTPRelHi12   = 528
+	rTLSLDAddDTPRelLo12   = 529
+	rTLSLDAddDTPRelLo12NC = 530
+	rTLSLELdst8Lo12       = 552 // .. 559: LDST{8,16,32,64}_TPREL_LO12{,_NC}
+	rTLSLELdst128Lo12     = 570
+	rTLSLELdst128Lo12NC   = 571
+	rTLSDescAdrPage21     = 562
+	rTLSDescLd64Lo12      = 563
+	rTLSDescAddLo12       = 564
+	rTLSDescCall          = 569
+	rTLSGDAdrPrel21       = 512
+	rTLSLDLdPrel19        = 522 // TLSGD_ADR_PREL21 .. TLSLD_LD_PREL19: the traditional dialect
+)
+
+func movz64(rd uint32, imm uint64, hw uint32) uint32 {
+	return 0xd2800000 | hw<<21 | uint32(imm&0xffff)<<5 | rd
+}
+
+func movk64(rd uint32, imm uint64, hw uint32) uint32 {
+	return 0xf2800000 | hw<<21 | uint32(imm&0xffff)<<5 | rd
 }
 
 // runPreARM64 matches aarch64 code.
@@ -155,12 +191,15 @@ func runPreARM64(c *preCheck, obj, tgt []byte) error {
 	type low struct {
 		at      int
 		r       reloc
+		key     pageKey // the ADRP it completes
+		check   a64Kind // what page|lo must be
 		lo      uint64
 		relaxed bool // a GOT load the linker turned into an ADD
 	}
 	var pend []pending
 	var lows []low
 	pages := map[pageKey]uint64{}
+	fromADR := map[pageKey]bool{}
 	objToTgt := map[int]int{}
 	le := binary.LittleEndian
 	fail := c.fail
@@ -190,9 +229,19 @@ func runPreARM64(c *preCheck, obj, tgt []byte) error {
 		mismatch := func() error {
 			return fail(i, "the original build has %q, the target has %q at %#x", a64Disasm(ow), a64Disasm(tw), p)
 		}
-		if inTLS {
-			// Relaxed to initial or local exec: MOVZ/MOVK, ADRP/LDR of the
-			// offset's GOT slot, MRS/ADD or NOPs, one for one.
+		setPage := func(key pageKey, page uint64, adr bool) error {
+			if old, ok := pages[key]; ok && !adr && !fromADR[key] && old != page {
+				// The same symbol and addend are on one page.
+				return fail(i, "the target's code takes page %#x here and %#x elsewhere for the same reference", page, old)
+			}
+			if _, ok := pages[key]; !ok || !adr {
+				pages[key], fromADR[key] = page, adr
+			}
+			return nil
+		}
+		if inTLS && (tlsNext || tlsGeneralDynamic(rs)) {
+			// Traditional general dynamic (bl __tls_get_addr; nop), which
+			// the linker rewrites whole: one for one.
 			tlsNext = false
 			for _, r := range rs {
 				tlsNext = tlsNext || (r.cls.call && r.sym.name == "__tls_get_addr")
@@ -214,25 +263,70 @@ func runPreARM64(c *preCheck, obj, tgt []byte) error {
 			continue
 		}
 		for _, r := range rs {
+			if elf.R_AARCH64(r.typ) == elf.R_AARCH64_NONE {
+				continue
+			}
+			if r.cls.tls {
+				lo, ok, err := c.tlsARM64(i, r, ow, tw)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return mismatch()
+				}
+				if lo != nil {
+					if lo.page {
+						if err := setPage(pageKey{r.sym, r.addend, lo.kind}, lo.value, false); err != nil {
+							return err
+						}
+					} else {
+						lows = append(lows, low{at: i, r: r, key: pageKey{r.sym, r.addend, lo.kind}, check: lo.check, lo: lo.value})
+					}
+				}
+				continue
+			}
 			f, scale := a64FieldOf(r.typ)
-			key := pageKey{r.sym, r.addend, r.cls.got}
+			kind := kindAddr
+			if r.cls.got {
+				kind = kindGOT
+			}
+			key := pageKey{r.sym, r.addend, kind}
 			switch {
+			case f == fieldData:
+				return fail(i, "relocation %v in code, which run-pre matching does not check", elf.R_AARCH64(r.typ))
 			case f == fieldPage && isADRP(ow) && isADR(tw) && ow&0x1f == tw&0x1f:
 				// ADRP turned into an ADR of the same page.
-				pages[key] = p + uint64(a64ADRImm(tw))
+				if err := setPage(key, p+uint64(a64ADRImm(tw)), true); err != nil {
+					return err
+				}
 				continue
 			case r.cls.got && f == fieldLo12 && isAddImm(tw) && ow&0x3ff == tw&0x3ff:
 				// ldr xd, [xn, :got_lo12:s] relaxed to add xd, xn, :lo12:s.
-				lows = append(lows, low{at: i, r: r, lo: uint64(tw >> 10 & 0xfff), relaxed: true})
+				lows = append(lows, low{at: i, r: r, key: key, check: kindAddr, lo: uint64(tw >> 10 & 0xfff), relaxed: true})
 				continue
 			case ow&^f.mask() != tw&^f.mask():
 				return mismatch()
 			}
 			switch f {
 			case fieldPage:
-				pages[key] = p&^0xfff + uint64(a64ADRImm(tw)<<12)
+				if err := setPage(key, p&^0xfff+uint64(a64ADRImm(tw)<<12), false); err != nil {
+					return err
+				}
 			case fieldLo12:
-				lows = append(lows, low{at: i, r: r, lo: uint64(tw>>10&0xfff) << scale})
+				check := kind
+				if elf.R_AARCH64(r.typ) == elf.R_AARCH64_LD64_GOTPAGE_LO15 {
+					check = kindGOTPg
+				}
+				lows = append(lows, low{at: i, r: r, key: key, check: check, lo: uint64(tw>>10&0xfff) << scale})
+			case fieldMOVW:
+				addr, ok := c.symAddr(r)
+				if !ok {
+					return fail(i, "refers to %s with a MOVZ/MOVK, which run-pre matching cannot check", r.sym.name)
+				}
+				g := a64MOVWGroup(r.typ)
+				if want := (addr + uint64(r.addend)) >> (16 * g) & 0xffff; uint64(tw>>5&0xffff) != want {
+					return fail(i, "refers to %s, the target's code has %q at %#x", r.sym.name, a64Disasm(tw), p)
+				}
 			case fieldB26, fieldImm19, fieldImm14, fieldADR:
 				_, td, ok := a64PCRel(tw)
 				if !ok {
@@ -281,17 +375,39 @@ func runPreARM64(c *preCheck, obj, tgt []byte) error {
 	}
 	// Each low part completes the page of the ADRP with the same symbol
 	// and addend into the address the pair computes.
+	paired := map[pageKey]bool{}
 	for _, l := range lows {
-		page, ok := pages[pageKey{l.r.sym, l.r.addend, l.r.cls.got}]
+		key := l.key
+		if l.check == kindGOTPg {
+			// ldr xd, [xn, #:gotpage_lo15:s]: xn holds the GOT's page.
+			key = pageKey{}
+			for k := range pages {
+				if k.kind == kindAddr && k.sym.name == "_GLOBAL_OFFSET_TABLE_" && k.addend == 0 {
+					key = k
+				}
+			}
+		}
+		page, ok := pages[key]
 		if !ok {
+			if l.r.cls.tls || l.check == kindGOTPg {
+				return fail(l.at, "a thread-local or GOT access of %s without its ADRP", l.r.sym.name)
+			}
 			continue // an ADRP gcc shares with another access; nothing to pair
 		}
+		paired[key] = true
 		addr := page | l.lo
-		if l.r.cls.got && !l.relaxed {
-			if t, _ := l.r.target(); t.typ != elf.STT_SECTION {
-				if name, ok := c.b.tgt.got[addr]; ok && name != t.name {
-					return fail(l.at, "refers to %s through the GOT, the target's code reads the GOT slot of %s at %#x", t.name, name, addr)
-				}
+		if l.check == kindGOTPg {
+			addr = page + l.lo
+		}
+		switch l.check {
+		case kindIE, kindDesc:
+			if err := c.checkTLSSlot(l.at, l.r, addr, l.check); err != nil {
+				return err
+			}
+			continue
+		case kindGOT, kindGOTPg:
+			if err := c.checkGOTSlot(l.at, l.r, addr); err != nil {
+				return err
 			}
 			continue
 		}
@@ -299,7 +415,245 @@ func runPreARM64(c *preCheck, obj, tgt []byte) error {
 			return err
 		}
 	}
+	// An ADRP no low part completes must still be the symbol's page.
+	for key, page := range pages {
+		if paired[key] || fromADR[key] || key.kind != kindAddr {
+			continue
+		}
+		if addr, ok := c.symAddr(reloc{sym: key.sym, addend: key.addend}); ok && (addr+uint64(key.addend))&^0xfff != page {
+			return fail(0, "the target's code takes page %#x for %s, which is on page %#x", page, key.sym.name, (addr+uint64(key.addend))&^0xfff)
+		}
+	}
 	return nil
+}
+
+// tlsGeneralDynamic reports the traditional TLS sequences' relocations
+// (TLSGD_*, TLSLD_* of the module, the call to __tls_get_addr), which the
+// linker rewrites together with the call after them.
+func tlsGeneralDynamic(rs []reloc) bool {
+	for _, r := range rs {
+		if r.typ >= rTLSGDAdrPrel21 && r.typ <= rTLSLDLdPrel19 || (r.cls.call && r.sym.name == "__tls_get_addr") {
+			return true
+		}
+	}
+	return false
+}
+
+// a64MOVWGroup is the 16-bit group a MOVW relocation fills.
+func a64MOVWGroup(t uint32) uint {
+	switch elf.R_AARCH64(t) {
+	case elf.R_AARCH64_MOVW_UABS_G1, elf.R_AARCH64_MOVW_UABS_G1_NC:
+		return 1
+	case elf.R_AARCH64_MOVW_UABS_G2, elf.R_AARCH64_MOVW_UABS_G2_NC:
+		return 2
+	case elf.R_AARCH64_MOVW_UABS_G3:
+		return 3
+	}
+	return 0
+}
+
+// tlsPart is what one instruction of a thread-local access contributes to
+// the pairing of ADRPs and low parts (nil: it was checked on its own).
+type tlsPart struct {
+	page  bool
+	kind  a64Kind // of the ADRP
+	check a64Kind // what the low part's address must be
+	value uint64
+}
+
+// tlsARM64 matches one instruction of a thread-local access. GNU ld
+// leaves local exec alone, and turns initial exec and descriptors in an
+// executable into local exec (MOVZ/MOVK of the thread-pointer offset, NOPs)
+// or descriptors into initial exec (ADRP/LDR of the offset's GOT slot):
+// every form is checked against where the target has the variable.
+// ok is false for an instruction that is no form of the original's.
+func (c *preCheck) tlsARM64(i int, r reloc, ow, tw uint32) (part *tlsPart, ok bool, err error) {
+	const imm12, imm16 = 0x003ffc00, 0x001fffe0
+	name := r.sym.name
+	if t, _ := r.target(); t.name != "" {
+		name = t.name // the variable a thread-local anchor stands for
+	}
+	tp := func() (uint64, error) {
+		off, err := c.tlsOffset(i, r)
+		return off + c.b.tgt.tlsBlock, err
+	}
+	field := func(mask uint32, want func() (uint64, error), get func(uint32) uint64) (*tlsPart, bool, error) {
+		if ow&^mask != tw&^mask {
+			return nil, false, nil
+		}
+		w, err := want()
+		if err != nil {
+			return nil, false, err
+		}
+		if get(tw) != w {
+			return nil, false, c.fail(i, "reads thread-local %s, the target's code has %q, another variable's offset", name, a64Disasm(tw))
+		}
+		return nil, true, nil
+	}
+	lo12 := func(w uint32) uint64 { return uint64(w >> 10 & 0xfff) }
+	rd := ow & 0x1f
+	relaxedLE := func(g uint32, reg uint32) (*tlsPart, bool, error) {
+		v, err := tp()
+		if err != nil {
+			return nil, false, err
+		}
+		want := movz64(reg, v>>16, 1)
+		if g == 0 {
+			want = movk64(reg, v, 0)
+		}
+		if tw != want {
+			return nil, false, c.fail(i, "reads thread-local %s, the target's code has %q, another variable's offset", name, a64Disasm(tw))
+		}
+		return nil, true, nil
+	}
+	switch t := r.typ; {
+	case t == uint32(elf.R_AARCH64_TLSLE_ADD_TPREL_HI12):
+		return field(imm12, func() (uint64, error) { v, err := tp(); return v >> 12 & 0xfff, err }, lo12)
+	case t == uint32(elf.R_AARCH64_TLSLE_ADD_TPREL_LO12) || t == uint32(elf.R_AARCH64_TLSLE_ADD_TPREL_LO12_NC):
+		return field(imm12, func() (uint64, error) { v, err := tp(); return v & 0xfff, err }, lo12)
+	case t >= rTLSLELdst8Lo12 && t <= rTLSLELdst8Lo12+7 || t == rTLSLELdst128Lo12 || t == rTLSLELdst128Lo12NC:
+		scale := (t - rTLSLELdst8Lo12) / 2
+		if t >= rTLSLELdst128Lo12 {
+			scale = 4
+		}
+		return field(imm12, func() (uint64, error) { v, err := tp(); return v & 0xfff, err }, func(w uint32) uint64 { return lo12(w) << scale })
+	case t >= uint32(elf.R_AARCH64_TLSLE_MOVW_TPREL_G2) && t <= uint32(elf.R_AARCH64_TLSLE_MOVW_TPREL_G0_NC):
+		g := map[uint32]uint{544: 2, 545: 1, 546: 1, 547: 0, 548: 0}[t]
+		return field(imm16, func() (uint64, error) { v, err := tp(); return v >> (16 * g) & 0xffff, err }, func(w uint32) uint64 { return uint64(w >> 5 & 0xffff) })
+	case t == rTLSLDAddDTPRelHi12:
+		return field(imm12, func() (uint64, error) { v, err := c.tlsOffset(i, r); return v >> 12 & 0xfff, err }, lo12)
+	case t == rTLSLDAddDTPRelLo12 || t == rTLSLDAddDTPRelLo12NC:
+		return field(imm12, func() (uint64, error) { v, err := c.tlsOffset(i, r); return v & 0xfff, err }, lo12)
+	case t == uint32(elf.R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21) || t == rTLSDescAdrPage21:
+		kind := kindIE
+		if t == rTLSDescAdrPage21 {
+			kind = kindDesc
+		}
+		if isADRP(tw) && tw&0x1f == rd {
+			return &tlsPart{page: true, kind: kind, value: (c.tgtAddr+uint64(i))&^0xfff + uint64(a64ADRImm(tw)<<12)}, true, nil
+		}
+		return relaxedLE(1, rd)
+	case t == uint32(elf.R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC):
+		if ow&^imm12 == tw&^imm12 {
+			return &tlsPart{kind: kindIE, check: kindIE, value: lo12(tw) << 3}, true, nil
+		}
+		return relaxedLE(0, rd)
+	case t == rTLSDescLd64Lo12:
+		rn := ow >> 5 & 0x1f
+		switch {
+		case ow&^imm12 == tw&^imm12:
+			return &tlsPart{kind: kindDesc, check: kindDesc, value: lo12(tw) << 3}, true, nil
+		case (ow&^imm12)&^0x1f|rn == tw&^imm12:
+			// Relaxed to initial exec: ldr x0, [x0, :gottprel_lo12:s].
+			return &tlsPart{kind: kindDesc, check: kindIE, value: lo12(tw) << 3}, true, nil
+		}
+		return relaxedLE(0, rn)
+	case t == rTLSDescAddLo12:
+		if ow&^imm12 == tw&^imm12 {
+			return &tlsPart{kind: kindDesc, check: kindDesc, value: lo12(tw)}, true, nil
+		}
+		return nil, tw == a64NOP, nil
+	case t == rTLSDescCall:
+		return nil, tw == ow || tw == a64NOP, nil
+	}
+	return nil, false, c.fail(i, "thread-local access with relocation %v, which run-pre matching does not check", elf.R_AARCH64(r.typ))
+}
+
+// tlsOffset is the offset of the variable r refers to (plus the addend)
+// in the target's thread-local block.
+func (c *preCheck) tlsOffset(i int, r reloc) (uint64, error) {
+	t, d := r.target()
+	ts, err := c.b.tgt.lookup(t, c.u.orig.file)
+	if !t.defined() {
+		ts, err = c.b.tgt.syms.Lookup(t.name, "")
+	}
+	if err != nil || ts.Type != elf.STT_TLS || ts.Section == elf.SHN_UNDEF || !c.b.tgt.tlsOK {
+		return 0, c.fail(i, "reads thread-local %s, which the target does not define; its code cannot use local exec", t.name)
+	}
+	return ts.Value + uint64(d), nil
+}
+
+// checkTLSSlot checks a GOT entry the target's code reads a thread-local
+// variable through: the thread-pointer offset (initial exec) or the
+// descriptor of the variable.
+func (c *preCheck) checkTLSSlot(at int, r reloc, slot uint64, kind a64Kind) error {
+	t, _ := r.target()
+	want := uint32(elf.R_AARCH64_TLS_TPREL64)
+	if kind == kindDesc {
+		want = uint32(elf.R_AARCH64_TLSDESC)
+	}
+	if dr, ok := c.b.tgt.dyn[slot]; ok {
+		if dr.Type != want {
+			return c.fail(at, "reads thread-local %s through the GOT, the target's slot at %#x has relocation %v", t.name, slot, elf.R_AARCH64(dr.Type))
+		}
+		if dr.Symbol != "" {
+			if dr.Symbol != t.name {
+				return c.fail(at, "reads thread-local %s, the target's code reads %s's GOT entry at %#x", t.name, dr.Symbol, slot)
+			}
+			return nil
+		}
+		// The module's own variable: the addend is its offset in the block.
+		off, err := c.tlsOffset(at, r)
+		if err != nil {
+			return err
+		}
+		if dr.Addend != off {
+			return c.fail(at, "reads thread-local %s, the target's GOT entry at %#x is for offset %#x, not %#x", t.name, slot, dr.Addend, off)
+		}
+		return nil
+	}
+	// Resolved by the linker: the slot holds the thread-pointer offset.
+	off, err := c.tlsOffset(at, r)
+	if err != nil {
+		return err
+	}
+	v, ok := c.b.tgt.read(slot, 8)
+	if kind != kindIE || !ok || le64(v) != off+c.b.tgt.tlsBlock {
+		return c.fail(at, "reads thread-local %s, the target's GOT entry at %#x holds another variable's offset", t.name, slot)
+	}
+	return nil
+}
+
+func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
+
+// checkGOTSlot checks that a GOT slot the target's code reads holds the
+// address of the relocation's symbol: by the name of its dynamic
+// relocation, or by the address it holds.
+func (c *preCheck) checkGOTSlot(at int, r reloc, slot uint64) error {
+	t, _ := r.target()
+	if t.typ == elf.STT_SECTION {
+		return nil
+	}
+	if name, ok := c.b.tgt.got[slot]; ok {
+		if name != t.name {
+			return c.fail(at, "refers to %s through the GOT, the target's code reads the GOT slot of %s at %#x", t.name, name, slot)
+		}
+		return nil
+	}
+	if v, ok := c.b.tgt.gotValue(slot); ok {
+		return c.checkSym(at, r, v-uint64(r.addend))
+	}
+	return nil
+}
+
+// symAddr is where the target has the symbol r refers to (without the
+// addend), when it can be found.
+func (c *preCheck) symAddr(r reloc) (uint64, bool) {
+	t, d := r.target()
+	if t.typ == elf.STT_SECTION || t.name == "" || t.sec == c.sec {
+		return 0, false
+	}
+	var ts target.Symbol
+	var err error
+	if t.defined() {
+		ts, err = c.b.tgt.lookup(t, c.u.orig.file)
+	} else {
+		ts, err = c.b.tgt.syms.Lookup(t.name, "")
+	}
+	if err != nil || ts.Section == elf.SHN_UNDEF || ts.Type == elf.STT_TLS || ts.Type == elf.STT_GNU_IFUNC {
+		return 0, false
+	}
+	return ts.Value + uint64(d) - uint64(r.addend), true
 }
 
 // veneer follows a linker-made long-branch veneer at addr (ADRP x16; ADD

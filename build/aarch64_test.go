@@ -351,3 +351,91 @@ func TestWrapperAnalysisCompile(t *testing.T) {
 		t.Errorf("the fixed build should compile once, the analysis way: %+v", patched)
 	}
 }
+
+// The running binary was built from a source whose functions have the
+// same code but read other data: another constant in a switch table
+// (CSWTCH), another thread-local variable of the file or of another file,
+// another global variable. Each is read in every form GNU ld leaves it in:
+// local exec; initial exec and descriptors relaxed to local exec in an
+// executable; descriptors kept in a shared library; GOT slots of a
+// position-independent executable (RELATIVE), of a shared library (named)
+// and of -fpic's small GOT model (LD64_GOTPAGE_LO15). Run-pre matching
+// must see each; built as the tree says, the fix is accepted.
+func TestARM64RunPreData(t *testing.T) {
+	t.Parallel()
+	needCross(t)
+	type variant struct {
+		target string
+		flags  string   // added to CFLAGS
+		extra  []string // more make arguments
+	}
+	// The builds of the tree make only the target, so that one object of
+	// calc.c is matched.
+	makeArgs := func(v variant, define string) []string {
+		cflags := "CFLAGS=-O2 -Wall" + v.flags
+		if define != "" {
+			cflags += " -D" + define
+		}
+		return append([]string{v.target, cflags}, v.extra...)
+	}
+	var (
+		exe      = variant{target: "prog"}
+		exePIC   = variant{target: "prog", flags: " -fPIC"}
+		lib      = variant{target: "libcalc.so"}
+		libSmall = variant{target: "libcalc.so", extra: []string{"PIC=-fpic"}}
+	)
+	for _, c := range []struct {
+		name, define, function string
+		v                      variant
+	}{
+		{"table", "ALT_TABLE", "pick", exe},
+		{"tls-le", "ALT_MINE", "mine", exe},
+		{"tls-ie-relaxed", "ALT_THEIRS", "theirs", exe},
+		{"got-pie", "ALT_GLOBAL", "global", exe},
+		{"tlsdesc-relaxed-local", "ALT_MINE", "mine", exePIC},
+		{"tlsdesc-relaxed-extern", "ALT_THEIRS", "theirs", exePIC},
+		{"tlsdesc-lib-mine", "ALT_MINE", "mine", lib},
+		{"tlsdesc-lib-theirs", "ALT_THEIRS", "theirs", lib},
+		{"got-lib", "ALT_GLOBAL", "global", lib},
+		{"got-fpic", "ALT_GLOBAL", "global", libSmall},
+		{"table-lib", "ALT_TABLE", "pick", libSmall},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := crossTree(t, "runpre-data", makeArgs(c.v, c.define)...)
+			_, err := crossPatch(t, dir, c.v.target, func(o *build.Options) {
+				o.BuildCmd = "make " + shellArgs(makeArgs(c.v, ""))
+			})
+			var me *build.MismatchError
+			if !errors.As(err, &me) || me.Function != c.function {
+				t.Fatalf("want a mismatch in %s, got %v", c.function, err)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+	for _, v := range []variant{exe, exePIC, lib, libSmall} {
+		t.Run("same-"+v.target+v.flags+strings.Join(v.extra, ""), func(t *testing.T) {
+			t.Parallel()
+			dir := crossTree(t, "runpre-data", makeArgs(v, "")...)
+			res, err := crossPatch(t, dir, v.target, func(o *build.Options) {
+				o.BuildCmd = "make " + shellArgs(makeArgs(v, ""))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(functionNames(res), ","); got != "global,mine,pick,theirs" {
+				t.Errorf("replaced %s", got)
+			}
+			checkARM64Patch(t, res, filepath.Join(dir, v.target))
+		})
+	}
+}
+
+// shellArgs quotes make arguments for a build command.
+func shellArgs(args []string) string {
+	var out []string
+	for _, a := range args {
+		out = append(out, "'"+strings.ReplaceAll(a, "'", `'\''`)+"'")
+	}
+	return strings.Join(out, " ")
+}

@@ -30,8 +30,9 @@ type machine struct {
 	// pltEntries maps each PLT entry of f to the GOT slot it jumps through.
 	pltEntries func(f *elf.File) map[uint64]uint64
 
-	// Dynamic relocation types of GOT slots that hold a symbol's address.
-	jumpSlot, globDat uint32
+	// Dynamic relocation types of GOT slots that hold a symbol's address,
+	// and of one that holds a load-time address of the image itself.
+	jumpSlot, globDat, relative uint32
 	// Relocation types the compiler uses in .eh_frame: pc_begin and a
 	// DW.ref cell's absolute address.
 	ehPCRel, abs64 uint32
@@ -58,7 +59,7 @@ var (
 		runPre:     runPreAMD64,
 		lineShift:  lineShiftAMD64,
 		pltEntries: pltEntriesAMD64,
-		jumpSlot:   uint32(elf.R_X86_64_JMP_SLOT), globDat: uint32(elf.R_X86_64_GLOB_DAT),
+		jumpSlot:   uint32(elf.R_X86_64_JMP_SLOT), globDat: uint32(elf.R_X86_64_GLOB_DAT), relative: uint32(elf.R_X86_64_RELATIVE),
 		ehPCRel: uint32(elf.R_X86_64_PC32), abs64: uint32(elf.R_X86_64_64),
 	}
 	// gcc reaches a file's static data on aarch64 through section anchors:
@@ -79,7 +80,7 @@ var (
 		runPre:        runPreARM64,
 		lineShift:     lineShiftARM64,
 		pltEntries:    pltEntriesARM64,
-		jumpSlot:      uint32(elf.R_AARCH64_JUMP_SLOT), globDat: uint32(elf.R_AARCH64_GLOB_DAT),
+		jumpSlot:      uint32(elf.R_AARCH64_JUMP_SLOT), globDat: uint32(elf.R_AARCH64_GLOB_DAT), relative: uint32(elf.R_AARCH64_RELATIVE),
 		ehPCRel: uint32(elf.R_AARCH64_PREL32), abs64: uint32(elf.R_AARCH64_ABS64),
 	}
 	machines = []*machine{machineAMD64, machineARM64}

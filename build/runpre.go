@@ -95,6 +95,9 @@ func (c *preCheck) checkSym(off int, r reloc, addr uint64) error {
 		}
 		return nil
 	}
+	if err := c.checkContents(off, t, tAddr); err != nil {
+		return err
+	}
 	if t.typ == elf.STT_SECTION || generatedConst(t) {
 		return nil
 	}
@@ -112,6 +115,51 @@ func (c *preCheck) checkSym(off int, r reloc, addr uint64) error {
 		return fail(off, "refers to %s at %#x in the target, where the target's %s is at %#x", t.name, tAddr, t.name, ts.Value)
 	}
 	c.observed[t] = tAddr
+	return nil
+}
+
+// checkContents compares read-only data the function refers to with the
+// target's bytes where its code points: a compiler-made table (CSWTCH, a
+// jump table reached through its section) is not bound to the target but
+// copied into the patch, so only its contents say whether the target's
+// code reads the same values. A section symbol stands for the whole
+// section, which the linker copies as it is; a named object for its own
+// bytes. Fields a relocation fills are not compared.
+func (c *preCheck) checkContents(off int, t *symbol, tAddr uint64) error {
+	sec := t.sec
+	if sec == nil || sec.data == nil || !sec.alloc() || sec.write() || sec.exec() || sec.tls() || sec.merge() {
+		return nil
+	}
+	lo, hi := t.value, uint64(len(sec.data))
+	if t.typ != elf.STT_SECTION && t.size > 0 {
+		hi = min(t.value+t.size, hi)
+	}
+	if t.typ == elf.STT_SECTION {
+		lo = 0
+	}
+	if lo >= hi {
+		return nil
+	}
+	got, ok := c.b.tgt.read(tAddr, hi-lo)
+	if !ok {
+		return c.fail(off, "refers to %s, which is not in a loaded segment of the target at %#x", t.name, tAddr)
+	}
+	want := append([]byte(nil), sec.data[lo:hi]...)
+	got = append([]byte(nil), got...)
+	for _, r := range sec.relocs {
+		for k := r.off; k < r.off+uint64(max(r.cls.size, 0)); k++ {
+			if k >= lo && k < hi {
+				want[k-lo], got[k-lo] = 0, 0
+			}
+		}
+	}
+	if !bytes.Equal(want, got) {
+		name := t.name
+		if t.typ == elf.STT_SECTION {
+			name = "section " + sec.name
+		}
+		return c.fail(off, "refers to read-only data %s, whose contents differ in the target at %#x", name, tAddr)
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package build
 import (
 	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"fmt"
 	"sort"
 	"strings"
@@ -22,6 +23,13 @@ type targetImage struct {
 	mach    *machine
 	plt     map[uint64]string // PLT entry address -> the symbol its slot is for
 	got     map[uint64]string // GOT slot address -> its symbol (JUMP_SLOT, GLOB_DAT)
+	// dyn holds every dynamic relocation by the address it fills.
+	dyn map[uint64]target.DynamicReloc
+	// tlsBlock is the distance from the thread pointer to the start of the
+	// executable's thread-local block (aarch64: 16 bytes of TCB, rounded up
+	// to the block's alignment); tlsOK says there is such a block.
+	tlsBlock uint64
+	tlsOK    bool
 }
 
 func openTarget(path string) (*targetImage, error) {
@@ -50,7 +58,34 @@ func openTarget(path string) (*targetImage, error) {
 	}
 	t := &targetImage{path: path, buildID: id, syms: syms, progs: f.Progs, f: f, mach: m}
 	t.plt, t.got = readPLT(f, m)
+	t.dyn = map[uint64]target.DynamicReloc{}
+	target.DynamicRelocs(f, func(r target.DynamicReloc) { t.dyn[r.Offset] = r })
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_TLS {
+			t.tlsBlock, t.tlsOK = alignUp(16, max(p.Align, 1)), true
+		}
+	}
 	return t, nil
+}
+
+func alignUp(v, a uint64) uint64 { return (v + a - 1) / a * a }
+
+// gotValue returns the address a GOT slot that no symbol names holds: the
+// addend of its RELATIVE relocation (position-independent) or, without a
+// dynamic relocation, the address the linker wrote into it. ok is false
+// for a slot the dynamic linker fills otherwise.
+func (t *targetImage) gotValue(slot uint64) (uint64, bool) {
+	if r, ok := t.dyn[slot]; ok {
+		if r.Type == t.mach.relative && r.Symbol == "" {
+			return r.Addend, true
+		}
+		return 0, false
+	}
+	b, ok := t.read(slot, 8)
+	if !ok {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(b), true
 }
 
 // pltName names the symbol whose PLT entry is at addr; ok is false if
