@@ -220,3 +220,21 @@ func TestLineOnlyWithPrefixMap(t *testing.T) {
 		t.Errorf("functions %+v, line-only %v; want step, and helper line-only", res.Functions, res.LineOnly)
 	}
 }
+
+// The running binary's switch table (CSWTCH) holds another constant; the
+// code is the same. The table is copied into the patch, not bound, so
+// run-pre matching compares its bytes.
+func TestRunPreSwitchTable(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "runpre-data", "prog", "CFLAGS=-O2 -Wall -DALT_TABLE")
+	_, err := buildPatch(t, dir, "prog", func(o *build.Options) { o.BuildCmd = "make prog" })
+	var me *build.MismatchError
+	if !errors.As(err, &me) || me.Function != "pick" || !strings.Contains(err.Error(), "CSWTCH") {
+		t.Fatalf("want a mismatch in pick naming its CSWTCH table, got %v", err)
+	}
+	dir = builtTree(t, "runpre-data", "prog")
+	if _, err := buildPatch(t, dir, "prog", func(o *build.Options) { o.BuildCmd = "make prog" }); err != nil {
+		t.Fatalf("matching build: %v", err)
+	}
+}
