@@ -114,6 +114,11 @@ func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duratio
 
 // park puts t, stopped in a syscall or signal stop, back into an interrupt
 // stop: the one a dying tracer leaves cleanly, with no signal to deliver.
+// There it writes t.Regs into the thread once more: at a syscall stop,
+// arm64 discards what a tracer writes into x7 (the kernel shows the stop's
+// direction there and puts its own value back when the thread goes on),
+// so registers restored at a syscall stop keep whatever x7 the injected
+// code left. An interrupt, group or signal-delivery stop keeps them all.
 func (p *Process) park(t *Thread) error {
 	if err := unix.PtraceInterrupt(t.TID); err != nil {
 		return &Error{Op: "interrupt", TID: t.TID, Err: err}
@@ -126,7 +131,13 @@ func (p *Process) park(t *Thread) error {
 		if err != nil {
 			return err
 		}
-		switch kind, sig := stopKind(ws); kind {
+		kind, sig := stopKind(ws)
+		if kind == stopEvent || kind == stopSignal {
+			if err := setRegs(t.TID, &t.Regs); err != nil {
+				return &Error{Op: "restore registers", TID: t.TID, Err: err}
+			}
+		}
+		switch kind {
 		case stopEvent:
 			// The interrupt, or a group stop (the process got SIGSTOP),
 			// which also consumed the interrupt.

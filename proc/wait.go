@@ -57,7 +57,21 @@ func (p *Process) waitStop(t *Thread, since time.Time) error {
 		if !ws.Stopped() {
 			continue
 		}
-		if kind, sig := stopKind(ws); kind == stopSignal {
+		kind, sig := stopKind(ws)
+		if kind == stopSyscall {
+			// A thread a timed-out remote call left in PTRACE_SYSCALL mode
+			// (see Call): this stop consumed its interrupt, and registers
+			// read at a syscall stop are not all the thread's (arm64 shows
+			// the stop's direction in x7). Let it on to the interrupt stop.
+			if err := unix.PtraceInterrupt(t.TID); err != nil {
+				return &Error{Op: "interrupt", TID: t.TID, Err: err}
+			}
+			if err := unix.PtraceCont(t.TID, 0); err != nil {
+				return &Error{Op: "resume to interrupt", TID: t.TID, Err: err}
+			}
+			continue
+		}
+		if kind == stopSignal {
 			t.pendingSignal = sig
 		}
 		if err := getRegs(t.TID, &t.Regs); err != nil {
