@@ -214,9 +214,13 @@ func writeCallStubs(linked *link.Linked, at, data uint64) (reg, regMarker, dereg
 }
 
 // lockFreeThread stops threads one at a time until one has no frame in
-// busy, and returns it stopped.
+// busy, and whose seccomp filter lets the call stub's system calls
+// through, and returns it stopped.
 func (s *session) lockFreeThread(mods *consistency.Modules, busy []consistency.Range, timeout time.Duration) (*proc.Thread, error) {
 	deadline := time.Now().Add(timeout)
+	// Threads whose filter refuses the stub: filters are only ever added,
+	// so they stay refused.
+	confined := map[int]error{}
 	for {
 		tids, err := s.p.Threads()
 		if err != nil {
@@ -226,7 +230,12 @@ func (s *session) lockFreeThread(mods *consistency.Modules, busy []consistency.R
 		if err != nil {
 			return nil, err
 		}
+		var refused error
 		for _, tid := range tids {
+			if err, ok := confined[tid]; ok {
+				refused = err
+				continue
+			}
 			t, err := s.p.StopThread(tid)
 			if err != nil {
 				continue
@@ -235,11 +244,21 @@ func (s *session) lockFreeThread(mods *consistency.Modules, busy []consistency.R
 			// that cannot be examined, makes the thread unsuitable.
 			inside, err := s.check([]*proc.Thread{t}, maps, mods, busy)
 			if err == nil && inside == nil {
-				return t, nil
+				err := s.checkStubSeccomp(t)
+				if err == nil {
+					return t, nil
+				}
+				confined[tid], refused = err, err
 			}
 			s.p.Resume(t)
 		}
+		if refused != nil && len(confined) == len(tids) {
+			return nil, fmt.Errorf("%w: no thread's seccomp filter lets the call stub run: %w", ErrUnwindRegistration, refused)
+		}
 		if time.Now().After(deadline) {
+			if refused != nil {
+				return nil, fmt.Errorf("%w: every thread is inside the unwinder or the allocator, or its seccomp filter refuses the call stub: %w", ErrUnwindRegistration, refused)
+			}
 			return nil, fmt.Errorf("%w: every thread is inside the unwinder or the allocator", ErrUnwindRegistration)
 		}
 		time.Sleep(5 * time.Millisecond)
