@@ -44,6 +44,7 @@ type SeccompCall struct {
 const (
 	seccompActionMask = 0xffff0000
 	seccompRetErrno   = 0x00050000
+	seccompRetTrace   = 0x7ff00000
 	seccompRetLog     = 0x7ffc0000
 	seccompRetAllow   = 0x7fff0000
 	seccompDataSize   = 64
@@ -100,6 +101,10 @@ func evaluateSeccomp(filters [][]bpf.Instruction, auditArch uint32, ip uint64, c
 		switch {
 		case action == seccompRetAllow || action == seccompRetLog:
 		case action == seccompRetErrno && c.MayFail:
+		case action == seccompRetTrace && c.MayFail:
+			// The engine traces the thread without PTRACE_O_TRACESECCOMP,
+			// and no other tracer can be attached: the kernel fails the
+			// call with ENOSYS.
 		default:
 			return fmt.Errorf("%w: %s would get %s", ErrSeccomp, c.Name, seccompActionName(action))
 		}
@@ -158,7 +163,7 @@ func seccompActionName(a uint32) string {
 		return "SECCOMP_RET_ERRNO"
 	case 0x7fc00000:
 		return "SECCOMP_RET_USER_NOTIF"
-	case 0x7ff00000:
+	case seccompRetTrace:
 		return "SECCOMP_RET_TRACE"
 	}
 	return fmt.Sprintf("seccomp action %#x", a)

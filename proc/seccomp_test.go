@@ -111,3 +111,20 @@ func FuzzSeccompProgram(f *testing.F) {
 		evaluateSeccomp([][]bpf.Instruction{prog}, testArch, 0, []SeccompCall{{Name: "mmap", Nr: unix.SYS_MMAP}})
 	})
 }
+
+// TestSeccompTraceForCallThatMayFail: SECCOMP_RET_TRACE with no tracer
+// asking for seccomp events (the engine is the tracer, without
+// PTRACE_O_TRACESECCOMP) fails the call with ENOSYS, which a call that may
+// fail survives; one that must work is refused.
+func TestSeccompTraceForCallThatMayFail(t *testing.T) {
+	traceAll := []bpf.Instruction{bpf.RetConstant{Val: 0x7ff00000 | 7}}
+	prctl := SeccompCall{Name: "prctl", Nr: unix.SYS_PRCTL, MayFail: true}
+	if err := evaluateSeccomp([][]bpf.Instruction{traceAll}, testArch, 0, []SeccompCall{prctl}); err != nil {
+		t.Errorf("trace action for a call that may fail: %v", err)
+	}
+	mustWork := prctl
+	mustWork.MayFail = false
+	if err := evaluateSeccomp([][]bpf.Instruction{traceAll}, testArch, 0, []SeccompCall{mustWork}); !errors.Is(err, ErrSeccomp) || !strings.Contains(err.Error(), "SECCOMP_RET_TRACE") {
+		t.Errorf("trace action for a call that must work: %v", err)
+	}
+}
