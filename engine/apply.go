@@ -592,6 +592,29 @@ func (s *session) planSite(img *target.Image, syms *target.Symbols, fn patchfile
 func (s *session) resolver(img *target.Image, syms *target.Symbols) link.Resolver {
 	var order []*target.Image
 	loaded := map[*target.Image]*target.Symbols{img: syms}
+	symsOf := func(im *target.Image) *target.Symbols {
+		is := loaded[im]
+		if is == nil {
+			var err error
+			if is, err = target.LoadSymbols(im.File, im.Path); err != nil {
+				is = &target.Symbols{}
+			}
+			loaded[im] = is
+		}
+		return is
+	}
+	loadOrder := func() []*target.Image {
+		if order == nil {
+			order = target.LoadOrder(s.p, s.images)
+		}
+		return order
+	}
+	ifunc := func(owner *target.Image, osyms *target.Symbols, sym target.Symbol) (uint64, error) {
+		if slot, ok := osyms.IFuncSlot(sym.Value); ok {
+			return s.readWord(owner.Bias + slot)
+		}
+		return s.boundIFunc(owner, sym, append([]*target.Image{img}, loadOrder()...), symsOf)
+	}
 	return func(name string, tls bool) (link.Resolved, error) {
 		sym, err := syms.Lookup(name, "")
 		if err == nil {
@@ -613,9 +636,10 @@ func (s *session) resolver(img *target.Image, syms *target.Symbols) link.Resolve
 				}
 			}
 			if sym.Type == elf.STT_GNU_IFUNC {
-				if r.Addr, err = s.ifuncTarget(img, syms, sym); err != nil {
+				if r.Addr, err = ifunc(img, syms, sym); err != nil {
 					return link.Resolved{}, err
 				}
+				r.Far = r.Addr < img.Lo || r.Addr >= img.Hi
 			}
 			if tls {
 				off, err := tpOffset(s.arch, img, syms, sym)
@@ -629,21 +653,11 @@ func (s *session) resolver(img *target.Image, syms *target.Symbols) link.Resolve
 		if errors.Is(err, target.ErrAmbiguousSymbol) {
 			return link.Resolved{}, err
 		}
-		if order == nil {
-			order = target.LoadOrder(s.p, s.images)
-		}
-		for _, other := range order {
+		for _, other := range loadOrder() {
 			if other == img {
 				continue
 			}
-			osyms := loaded[other]
-			if osyms == nil {
-				if osyms, err = target.LoadSymbols(other.File, other.Path); err != nil {
-					loaded[other] = &target.Symbols{}
-					continue
-				}
-				loaded[other] = osyms
-			}
+			osyms := symsOf(other)
 			ds, ok := osyms.LookupDynamic(name)
 			if !ok || (ds.Type == elf.STT_TLS) != tls {
 				continue
@@ -653,7 +667,7 @@ func (s *session) resolver(img *target.Image, syms *target.Symbols) link.Resolve
 			}
 			addr := other.Bias + ds.Value
 			if ds.Type == elf.STT_GNU_IFUNC {
-				if addr, err = s.ifuncTarget(other, osyms, ds); err != nil {
+				if addr, err = ifunc(other, osyms, ds); err != nil {
 					return link.Resolved{}, err
 				}
 			}
@@ -663,16 +677,36 @@ func (s *session) resolver(img *target.Image, syms *target.Symbols) link.Resolve
 	}
 }
 
-// ifuncTarget returns the function an IFUNC resolved to in this process,
-// read from the slot the dynamic linker filled for its IRELATIVE
-// relocation; the resolver itself is never run again.
-func (s *session) ifuncTarget(img *target.Image, syms *target.Symbols, sym target.Symbol) (uint64, error) {
-	slot, ok := syms.IFuncSlot(sym.Value)
-	if !ok {
-		return 0, fmt.Errorf("%s in %s is an IFUNC that no relocation resolved; call the implementation it selects directly: %w", sym.Name, img.Path, link.ErrNotSupported)
+// boundIFunc finds what an IFUNC without an IRELATIVE slot (the resolver
+// is never run by the engine) stands for in this process: the slot of an
+// object that calls it, once the dynamic linker bound it there, or else
+// that object's PLT entry, which binds it on the first call exactly as the
+// object's own calls do. Only slots asking for the symbol's version count.
+func (s *session) boundIFunc(owner *target.Image, sym target.Symbol, images []*target.Image, symsOf func(*target.Image) *target.Symbols) (uint64, error) {
+	for pass := 0; pass < 2; pass++ {
+		for _, im := range images {
+			is := symsOf(im)
+			slot, lazy, version, ok := is.BoundSlot(sym.Name)
+			if !ok || (version != "" && sym.Version != "" && version != sym.Version) {
+				continue
+			}
+			if pass == 0 {
+				v, err := s.readWord(im.Bias + slot)
+				if err == nil && v != 0 && !(lazy && is.InPLT(v-im.Bias)) {
+					return v, nil
+				}
+			} else if entry, ok := is.PLTEntry(sym.Name); ok {
+				return im.Bias + entry, nil
+			}
+		}
 	}
+	return 0, fmt.Errorf("%s in %s is an IFUNC that no relocation resolved and no loaded object calls; call the implementation it selects directly: %w", sym.Name, owner.Path, link.ErrNotSupported)
+}
+
+// readWord reads a pointer-sized little-endian word of the target.
+func (s *session) readWord(addr uint64) (uint64, error) {
 	b := make([]byte, 8)
-	if _, err := s.p.ReadAt(b, img.Bias+slot); err != nil {
+	if _, err := s.p.ReadAt(b, addr); err != nil {
 		return 0, err
 	}
 	return le64(b), nil

@@ -37,3 +37,26 @@ func TestLibraryDataCopiedIntoExecutable(t *testing.T) {
 	}
 	t.Logf("patched: %s", line)
 }
+
+// TestIFuncWithoutIRelative: an IFUNC of a library that no IRELATIVE
+// relocation resolved (as arm64 glibc's memcpy) is reached through the
+// caller's slot once bound, and through its PLT entry while still lazy.
+func TestIFuncWithoutIRelative(t *testing.T) {
+	fixture.Require(t)
+	dir := t.TempDir()
+	src := fixture.Dir(t, "ifunclib")
+	lib := filepath.Join(dir, "libpick.so")
+	fixture.GCC(t, "-O2", "-g", "-shared", "-fPIC", "-o", lib, filepath.Join(src, "pick.c"))
+	bin := filepath.Join(dir, "main")
+	fixture.GCC(t, "-O2", "-o", bin, filepath.Join(src, "main.c"), "-L"+dir, "-lpick", "-Wl,-rpath,$ORIGIN", "-Wl,-z,lazy")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42 bound=101", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "ifunclib", "use.c"), "ifunc-lib", "compute=compute_v2")
+	res := apply(t, p.PID, spec, 5*time.Second)
+	t.Logf("imports: %+v", res.Imports)
+	// 21+100 from the bound slot's implementation, 21+200 through the
+	// lazy PLT entry, which binds pick_lazy on this first call.
+	p.WaitFor(t, p.Mark(), "compute=342 bound=101", waitLine)
+	revert(t, p.PID, "ifunc-lib")
+	p.WaitFor(t, p.Mark(), "compute=42 bound=101", waitLine)
+}

@@ -39,7 +39,9 @@ type Resolved struct {
 }
 
 // Resolver finds a symbol the patch does not define. tls is true for
-// references that need a thread-local variable.
+// references that need a thread-local variable. An error wrapping
+// ErrNotSupported (the symbol exists in a form the patch cannot use) is
+// reported as it is; any other error makes the symbol unresolved.
 type Resolver func(name string, tls bool) (Resolved, error)
 
 // gotSymbol names the GOT of the object being linked: here, the patch's own.
@@ -209,6 +211,10 @@ func NewPlan(spec *patchfile.Spec, a *arch.Arch, headerSize, reserveText, reserv
 			continue // the patch's own GOT
 		}
 		r, err := resolve(sym.Name, sym.Type == elf.STT_TLS)
+		if errors.Is(err, ErrNotSupported) {
+			// Found, but not in a form the patch can use: say why.
+			return nil, fmt.Errorf("%s: %w", sym.Name, err)
+		}
 		if err != nil {
 			if sym.Bind == elf.STB_WEAK {
 				p.external[i] = Resolved{}

@@ -66,8 +66,15 @@ type Symbols struct {
 	dyn    map[string]int // default-version dynamic symbols, index into dynAll
 	dynAll []Symbol
 	irel   map[uint64]uint64
-	// gotSlots maps symbol names to the GOT slots of GLOB_DAT relocations.
-	gotSlots map[string]uint64
+	// gotSlots maps symbol names to the GOT slots of GLOB_DAT relocations,
+	// jumpSlots to those of JUMP_SLOT relocations (the PLT's).
+	gotSlots, jumpSlots map[string]uint64
+	// plt are the PLT sections' address ranges; pltBySlot maps a
+	// JUMP_SLOT to the PLT entry that jumps through it.
+	plt       [][2]uint64
+	pltBySlot map[uint64]uint64
+	// slotVersion is the symbol version each GOT slot asks for.
+	slotVersion map[uint64]string
 }
 
 // LoadSymbols reads the symbols of an ELF file: .symtab, else .dynsym plus
@@ -78,7 +85,8 @@ func LoadSymbols(path, name string) (*Symbols, error) {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
 	defer f.Close()
-	s := &Symbols{Image: name, byName: map[string][]int{}, secEnd: map[elf.SectionIndex]uint64{}, dyn: map[string]int{}, irel: map[uint64]uint64{}, gotSlots: map[string]uint64{}}
+	s := &Symbols{Image: name, byName: map[string][]int{}, secEnd: map[elf.SectionIndex]uint64{}, dyn: map[string]int{}, irel: map[uint64]uint64{}, gotSlots: map[string]uint64{},
+		jumpSlots: map[string]uint64{}, pltBySlot: map[uint64]uint64{}, slotVersion: map[uint64]string{}}
 	for i, sec := range f.Sections {
 		s.secEnd[elf.SectionIndex(i)] = sec.Addr + sec.Size
 	}
@@ -154,15 +162,16 @@ func LoadSymbols(path, name string) (*Symbols, error) {
 }
 
 // loadDynamicSlots records, from the dynamic relocations, the slot that
-// holds each IFUNC's resolved address (keyed by the resolver's address) and
-// the GOT slot of each symbol reached through a GLOB_DAT.
+// holds each IFUNC's resolved address (keyed by the resolver's address),
+// the GOT slot of each symbol reached through a GLOB_DAT or a JUMP_SLOT,
+// and the PLT entries.
 func (s *Symbols) loadDynamicSlots(f *elf.File) {
 	if f.Machine != elf.EM_X86_64 && f.Machine != elf.EM_AARCH64 {
 		return
 	}
-	irelative, globDat := uint32(elf.R_X86_64_IRELATIVE), uint32(elf.R_X86_64_GLOB_DAT)
+	irelative, globDat, jumpSlot := uint32(elf.R_X86_64_IRELATIVE), uint32(elf.R_X86_64_GLOB_DAT), uint32(elf.R_X86_64_JMP_SLOT)
 	if f.Machine == elf.EM_AARCH64 {
-		irelative, globDat = uint32(elf.R_AARCH64_IRELATIVE), uint32(elf.R_AARCH64_GLOB_DAT)
+		irelative, globDat, jumpSlot = uint32(elf.R_AARCH64_IRELATIVE), uint32(elf.R_AARCH64_GLOB_DAT), uint32(elf.R_AARCH64_JUMP_SLOT)
 	}
 	DynamicRelocs(f, func(r DynamicReloc) {
 		switch {
@@ -170,8 +179,13 @@ func (s *Symbols) loadDynamicSlots(f *elf.File) {
 			s.irel[r.Addend] = r.Offset
 		case r.Type == globDat && r.Symbol != "":
 			s.gotSlots[r.Symbol] = r.Offset
+			s.slotVersion[r.Offset] = r.Version
+		case r.Type == jumpSlot && r.Symbol != "":
+			s.jumpSlots[r.Symbol] = r.Offset
+			s.slotVersion[r.Offset] = r.Version
 		}
 	})
+	s.loadPLT(f)
 }
 
 // DynamicReloc is one RELA entry the dynamic linker applies.
@@ -179,7 +193,9 @@ type DynamicReloc struct {
 	Offset uint64 // link-time address of the relocated field
 	Type   uint32
 	Symbol string // "" for relocations without a symbol
-	Addend uint64
+	// Version is the symbol version the relocation asks for ("" when none).
+	Version string
+	Addend  uint64
 }
 
 // DynamicRelocs calls fn for every entry of f's allocated RELA sections
@@ -198,7 +214,7 @@ func DynamicRelocs(f *elf.File, fn func(DynamicReloc)) {
 			info := f.ByteOrder.Uint64(data[off+8:])
 			r := DynamicReloc{Offset: f.ByteOrder.Uint64(data[off:]), Type: uint32(info), Addend: f.ByteOrder.Uint64(data[off+16:])}
 			if i := int(info>>32) - 1; i >= 0 && i < len(dyn) {
-				r.Symbol = dyn[i].Name
+				r.Symbol, r.Version = dyn[i].Name, dyn[i].Version
 			}
 			fn(r)
 		}
