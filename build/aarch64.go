@@ -3,6 +3,9 @@ package build
 import (
 	"debug/elf"
 	"encoding/binary"
+	"regexp"
+	"strconv"
+	"strings"
 
 	"github.com/hotpatch/hotpatch/target"
 	"golang.org/x/arch/arm64/arm64asm"
@@ -726,4 +729,156 @@ func pltEntriesARM64(f *elf.File) map[uint64]uint64 {
 		}
 	}
 	return out
+}
+
+// a64Clobberable are the registers a caller may keep across a call to a
+// function gcc has seen not to write them: x0-x18 (x16 and x17 included,
+// although a veneer may use them) and v0-v31 (v8-v15 are preserved only
+// in their low halves). x30 is written by every call; NZCV is one of
+// gcc's fixed registers, which -fipa-ra always counts as clobbered.
+const a64Clobberable = uint64(1)<<19 - 1 | uint64(0xffffffff)<<32
+
+// a64RegBit is the bit of a register in the builder's numbering: x0-x30
+// (w0-w30) in 0-30, v0-v31 (and their b, h, s, d, q views) in 32-63; zero
+// for the zero register and SP.
+func a64RegBit(r arm64asm.Reg) uint64 {
+	switch {
+	case r >= arm64asm.W0 && r <= arm64asm.W30:
+		return 1 << (r - arm64asm.W0)
+	case r >= arm64asm.X0 && r <= arm64asm.X30:
+		return 1 << (r - arm64asm.X0)
+	case r >= arm64asm.B0 && r <= arm64asm.B31:
+		return 1 << (32 + r - arm64asm.B0)
+	case r >= arm64asm.H0 && r <= arm64asm.H31:
+		return 1 << (32 + r - arm64asm.H0)
+	case r >= arm64asm.S0 && r <= arm64asm.S31:
+		return 1 << (32 + r - arm64asm.S0)
+	case r >= arm64asm.D0 && r <= arm64asm.D31:
+		return 1 << (32 + r - arm64asm.D0)
+	case r >= arm64asm.Q0 && r <= arm64asm.Q31:
+		return 1 << (32 + r - arm64asm.Q0)
+	case r >= arm64asm.V0 && r <= arm64asm.V31:
+		return 1 << (32 + r - arm64asm.V0)
+	}
+	return 0
+}
+
+var a64VecRE = regexp.MustCompile(`V(\d+)`)
+
+// a64ArgRegs is the set of registers an operand names, and whether it is
+// a list of several vector registers. Memory operands count for nothing.
+func a64ArgRegs(a arm64asm.Arg) (set uint64, list bool) {
+	switch a := a.(type) {
+	case arm64asm.Reg:
+		return a64RegBit(a), false
+	case arm64asm.RegSP:
+		return a64RegBit(arm64asm.Reg(a)), false
+	case arm64asm.RegisterWithArrangement, arm64asm.RegisterWithArrangementAndIndex:
+		// V3.4S, V1.S[2], {V0.16B, V1.16B}, {V28.16B-V31.16B}
+		s := a.String()
+		ms := a64VecRE.FindAllStringSubmatch(s, -1)
+		var regs []int
+		for _, m := range ms {
+			n, _ := strconv.Atoi(m[1])
+			regs = append(regs, n&31)
+		}
+		if len(regs) == 2 && strings.Contains(s, "-") {
+			for n := (regs[0] + 1) & 31; n != regs[1]; n = (n + 1) & 31 {
+				regs = append(regs, n)
+			}
+		}
+		for _, n := range regs {
+			set |= 1 << (32 + n)
+		}
+		return set, strings.HasPrefix(s, "{")
+	}
+	return 0, false
+}
+
+// a64Writeback is the base register a pre- or post-indexed access writes.
+func a64Writeback(args arm64asm.Args) uint64 {
+	for _, a := range args {
+		if m, ok := a.(arm64asm.MemImmediate); ok && m.Mode != arm64asm.AddrOffset {
+			return a64RegBit(arm64asm.Reg(m.Base))
+		}
+	}
+	return 0
+}
+
+// a64Writes says which registers one instruction certainly writes, which
+// it may write (an instruction the decoder does not know may write any),
+// and whether it is a call through a register.
+func a64Writes(w uint32) (sure, maybe uint64, indirect bool) {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], w)
+	in, err := arm64asm.Decode(b[:])
+	if err != nil {
+		return 0, ^uint64(0), false // LSE atomics, SVE, ...: anything
+	}
+	op := in.Op.String()
+	wb := a64Writeback(in.Args)
+	switch op {
+	case "BL":
+		return 0, 0, false // a direct call: followed through its relocation
+	case "BLR":
+		return 0, 0, true
+	case "B", "BR", "RET", "CBZ", "CBNZ", "TBZ", "TBNZ", "NOP", "HINT", "YIELD", "WFE", "WFI", "SEV", "SEVL",
+		"CMP", "CMN", "TST", "CCMP", "CCMN", "FCMP", "FCMPE", "FCCMP", "FCCMPE", "PRFM", "PRFUM", "MSR", "SYS",
+		"DMB", "DSB", "ISB", "CLREX", "SVC", "HVC", "SMC", "BRK", "HLT", "DC", "IC", "AT", "TLBI", "ERET", "DRPS",
+		"DCPS1", "DCPS2", "DCPS3":
+		return wb, 0, false
+	case "STXR", "STXRB", "STXRH", "STLXR", "STLXRB", "STLXRH", "STXP", "STLXP":
+		s, _ := a64ArgRegs(in.Args[0]) // the status register
+		return s | wb, 0, false
+	case "LDR", "LDRB", "LDRH", "LDRSB", "LDRSH", "LDRSW", "LDUR", "LDURB", "LDURH", "LDURSB", "LDURSH", "LDURSW",
+		"LDP", "LDNP", "LDPSW", "LDAR", "LDARB", "LDARH", "LDAXR", "LDAXRB", "LDAXRH", "LDXR", "LDXRB", "LDXRH",
+		"LDAXP", "LDXP", "LDTR", "LDTRB", "LDTRH", "LDTRSB", "LDTRSH", "LDTRSW":
+		for _, a := range in.Args {
+			s, _ := a64ArgRegs(a)
+			sure |= s
+		}
+		return sure | wb, 0, false
+	}
+	if strings.HasPrefix(op, "ST") {
+		return wb, 0, false // stores, vector ones included
+	}
+	if strings.HasPrefix(op, "LD") {
+		// Vector structure loads: the registers of the list.
+		for _, a := range in.Args {
+			s, _ := a64ArgRegs(a)
+			maybe |= s
+		}
+		return wb, maybe, false
+	}
+	// Everything else writes its first operand.
+	if in.Args[0] == nil {
+		return wb, 0, false
+	}
+	s, list := a64ArgRegs(in.Args[0])
+	if list {
+		return wb, s, false // TBL/TBX name a list as a source; not a destination
+	}
+	return s | wb, 0, false
+}
+
+// regWritesARM64 collects the writes of a code section. The call of a
+// TLS descriptor sequence (blr through TLSDESC_CALL) is no call: the
+// descriptor's resolver preserves every register but x0.
+func regWritesARM64(sec *section) (sure, maybe uint64, indirect bool) {
+	tlsCall := map[uint64]bool{}
+	for _, r := range sec.relocs {
+		if r.typ == rTLSDescCall {
+			tlsCall[r.off] = true
+		}
+	}
+	for off := 0; off+4 <= len(sec.data); off += 4 {
+		s, m, ind := a64Writes(binary.LittleEndian.Uint32(sec.data[off:]))
+		sure, maybe = sure|s, maybe|m
+		if ind && tlsCall[uint64(off)] {
+			sure |= 1 // x0
+			continue
+		}
+		indirect = indirect || ind
+	}
+	return sure, maybe, indirect
 }

@@ -439,3 +439,46 @@ func shellArgs(args []string) string {
 	}
 	return strings.Join(out, " ")
 }
+
+// IPA-RA: the target's total() keeps values in registers that get(), as
+// the build's own (anchored) compile made it, does not write; the analysis
+// compile's get() writes them. A fix of get() alone leaves total() the
+// same between the two analysis compiles, so the patch would put a get()
+// that clobbers total()'s values under the target's total(): refused; so
+// is a fixed total2() that keeps a value where the target's get2() (with
+// anchors) writes. With
+// total() replaced too, or when the callee's callers change with it
+// (leaf() and scaled()), the patch is made.
+func TestARM64IPARA(t *testing.T) {
+	t.Parallel()
+	needCross(t)
+	dir := crossTree(t, "ipara")
+	_, err := crossPatch(t, dir, "prog", nil)
+	var re *build.RefusalError
+	if !errors.As(err, &re) || len(re.Refusals) != 1 || re.Refusals[0].Kind != "register-use" || re.Refusals[0].Symbol != "get@calc.c" ||
+		!strings.Contains(re.Refusals[0].Reason, "total") || !strings.Contains(re.Refusals[0].Reason, "-fno-ipa-ra") {
+		t.Fatalf("want a register-use refusal of get@calc.c naming total and -fno-ipa-ra, got %v", err)
+	}
+	t.Logf("refused: %v", err)
+	// The other way round: the fixed total2() keeps a value in a register
+	// the target's get2() writes.
+	_, err = crossPatch(t, dir, "prog", func(o *build.Options) { o.Diff = filepath.Join(dir, "fix-caller.patch") })
+	if !errors.As(err, &re) || len(re.Refusals) != 1 || re.Refusals[0].Kind != "register-use" || re.Refusals[0].Symbol != "total2" ||
+		!strings.Contains(re.Refusals[0].Reason, "calls get2") {
+		t.Fatalf("want a register-use refusal of total2 naming get2, got %v", err)
+	}
+	t.Logf("refused: %v", err)
+	for _, c := range []struct{ diff, functions string }{
+		{"fix-both.patch", "get,total"},
+		{"fix-leaf.patch", "leaf,scaled"},
+	} {
+		res, err := crossPatch(t, dir, "prog", func(o *build.Options) { o.Diff = filepath.Join(dir, c.diff) })
+		if err != nil {
+			t.Fatalf("%s: %v", c.diff, err)
+		}
+		if got := strings.Join(functionNames(res), ","); got != c.functions {
+			t.Errorf("%s: replaced %s, want %s", c.diff, got, c.functions)
+		}
+		checkARM64Patch(t, res, filepath.Join(dir, "prog"))
+	}
+}

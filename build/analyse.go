@@ -159,6 +159,7 @@ func (b *builder) analyse(origRecs, patchedRecs []CompileRecord, res *Result) er
 		return err
 	}
 	refusals = append(refusals, e.refusals...)
+	refusals = append(refusals, b.checkRegisterUse(selected, reps)...)
 	var hard []Refusal
 	for _, r := range refusals {
 		if r.Warning && b.opts.Force {

@@ -3,6 +3,8 @@ package build_test
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -236,5 +238,33 @@ func TestRunPreSwitchTable(t *testing.T) {
 	dir = builtTree(t, "runpre-data", "prog")
 	if _, err := buildPatch(t, dir, "prog", func(o *build.Options) { o.BuildCmd = "make prog" }); err != nil {
 		t.Fatalf("matching build: %v", err)
+	}
+}
+
+// IPA-RA on x86-64: scaled() keeps a value in a register leaf() does not
+// write; the fix makes leaf() write it. There is one compile, so the fixed
+// build compiles scaled() knowing that, and it changes: both are replaced.
+// A fix of get() alone (which leaves get()'s registers as they are on
+// x86-64) replaces get() only.
+func TestIPARACallerChanged(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	dir := builtTree(t, "ipara")
+	for _, c := range []struct{ diff, functions string }{
+		{"fix-leaf.patch", "leaf,scaled"},
+		{"fix.patch", "get"},
+	} {
+		res, err := buildPatch(t, dir, "prog", func(o *build.Options) { o.Diff = filepath.Join(dir, c.diff) })
+		if err != nil {
+			t.Fatalf("%s: %v", c.diff, err)
+		}
+		var names []string
+		for _, f := range res.Functions {
+			names = append(names, f.Name)
+		}
+		sort.Strings(names)
+		if got := strings.Join(names, ","); got != c.functions {
+			t.Errorf("%s: replaced %s, want %s", c.diff, got, c.functions)
+		}
 	}
 }

@@ -30,6 +30,18 @@ type machine struct {
 	// pltEntries maps each PLT entry of f to the GOT slot it jumps through.
 	pltEntries func(f *elf.File) map[uint64]uint64
 
+	// regWrites returns the registers a code section certainly and
+	// possibly writes, and whether it calls through a register; nil where
+	// the builder's analysis object is the target's own (regs.go).
+	regWrites func(sec *section) (sure, maybe uint64, indirect bool)
+	// clobberable are the registers a call may clobber that gcc's -fipa-ra
+	// lets a caller keep across a call to a function known not to write
+	// them; regNames spells a set of them.
+	clobberable uint64
+	regNames    func(set uint64) string
+	// branch reports the relocation types of branches to other functions.
+	branch func(t uint32) bool
+
 	// Dynamic relocation types of GOT slots that hold a symbol's address,
 	// and of one that holds a load-time address of the image itself.
 	jumpSlot, globDat, relative uint32
@@ -80,6 +92,10 @@ var (
 		runPre:        runPreARM64,
 		lineShift:     lineShiftARM64,
 		pltEntries:    pltEntriesARM64,
+		regWrites:     regWritesARM64,
+		clobberable:   a64Clobberable,
+		regNames:      regNamesARM64,
+		branch:        branchARM64,
 		jumpSlot:      uint32(elf.R_AARCH64_JUMP_SLOT), globDat: uint32(elf.R_AARCH64_GLOB_DAT), relative: uint32(elf.R_AARCH64_RELATIVE),
 		ehPCRel: uint32(elf.R_AARCH64_PREL32), abs64: uint32(elf.R_AARCH64_ABS64),
 	}
