@@ -282,11 +282,11 @@ func (s *session) remoteCall(t *proc.Thread, data, fn, entry, marker uint64, arg
 		return err
 	}
 	sp := (data + hostCall.stack + callStackSize) &^ 15
-	err := s.p.Call(t, entry, sp, marker, callTimeout, args...)
-	if errors.Is(err, proc.ErrCallTimeout) {
-		s.p.WriteAt([]byte{callInFlight}, data+callDoneOff)
-	}
-	return err
+	// Marked while the thread is still stopped: a call that then returns
+	// overwrites the mark, so a finished call is never taken for a
+	// running one.
+	inFlight := func() { s.p.WriteAt([]byte{callInFlight}, data+callDoneOff) }
+	return s.p.Call(t, entry, sp, marker, callTimeout, inFlight, args...)
 }
 
 func le64put(b []byte, v uint64) []byte {

@@ -24,7 +24,11 @@ var ErrCallTimeout = errors.New("remote call did not finish in time")
 // delivered to the callee, as they would be with the engine gone.
 // Afterwards t's own registers are restored and t is parked in an
 // interrupt stop, exactly as after Syscall.
-func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duration, args ...uint64) error {
+//
+// A call that does not finish within timeout is let go to finish on its
+// own; inFlight (if not nil) runs first, with t still stopped, so the
+// caller can record that the call is still running before it can end.
+func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duration, inFlight func(), args ...uint64) error {
 	if _, ok := p.stopped[t.TID]; !ok {
 		return &Error{Op: "remote call", TID: t.TID, Err: errors.New("thread is not stopped")}
 	}
@@ -63,6 +67,9 @@ func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duratio
 			if errors.Is(err, ErrStopTimeout) {
 				// Interrupted at the limit, and in an uninterruptible sleep:
 				// it stays seized until it stops or the tracer goes.
+				if inFlight != nil {
+					inFlight()
+				}
 				delete(p.stopped, t.TID)
 				p.unstopped[t.TID] = true
 				return &Error{Op: "remote call", TID: t.TID, Err: ErrCallTimeout}
@@ -85,6 +92,9 @@ func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duratio
 			if time.Now().After(deadline) {
 				// The callee may hold a lock: never abandon it half-way.
 				// Let the thread go; the stub finishes and restores it.
+				if inFlight != nil {
+					inFlight()
+				}
 				delete(p.stopped, t.TID)
 				detach(t.TID, int(sig))
 				return &Error{Op: "remote call", TID: t.TID, Err: ErrCallTimeout}

@@ -138,6 +138,12 @@ func seccompProgramOK(prog []bpf.Instruction) error {
 			if in.Size != 4 || in.Off%4 != 0 || in.Off >= seccompDataSize {
 				return fmt.Errorf("instruction %d loads outside seccomp_data", i)
 			}
+			if in.Off == 8 || in.Off == 12 {
+				// The engine's calls run from several places (an existing
+				// system call instruction, the landing, a call stub not
+				// yet mapped): one address cannot stand for them all.
+				return fmt.Errorf("instruction %d tests the calling address", i)
+			}
 		case bpf.LoadExtension:
 			if in.Num != bpf.ExtLen {
 				return fmt.Errorf("instruction %d: extension %d", i, in.Num)

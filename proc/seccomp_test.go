@@ -81,14 +81,31 @@ func TestSeccompDataWords(t *testing.T) {
 		bpf.LoadAbsolute{Off: 16 + 8 + 4, Size: 4}, // args[1], high word
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x12345678, SkipTrue: 1},
 		bpf.RetConstant{Val: retKill},
-		bpf.LoadAbsolute{Off: 8, Size: 4}, // instruction pointer, low word
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x9abcdef0, SkipTrue: 1},
+		bpf.LoadAbsolute{Off: 16 + 8, Size: 4}, // args[1], low word
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 1, SkipTrue: 1},
 		bpf.RetConstant{Val: retKill},
 		bpf.RetConstant{Val: retAllow},
 	}
 	call := SeccompCall{Name: "x", Nr: 1, Args: [6]uint64{0, 0x12345678_00000001}}
 	if err := evaluateSeccomp([][]bpf.Instruction{prog}, testArch, 0x1_9abcdef0, []SeccompCall{call}); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestSeccompInstructionPointer: a filter that tests where a call comes
+// from cannot be judged for calls made from several places.
+func TestSeccompInstructionPointer(t *testing.T) {
+	for _, off := range []uint32{8, 12} {
+		prog := []bpf.Instruction{
+			bpf.LoadAbsolute{Off: off, Size: 4},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x1000, SkipTrue: 1},
+			bpf.RetConstant{Val: retKill},
+			bpf.RetConstant{Val: retAllow},
+		}
+		err := evaluateSeccomp([][]bpf.Instruction{prog}, testArch, 0x1000, []SeccompCall{{Name: "mmap", Nr: unix.SYS_MMAP}})
+		if !errors.Is(err, ErrSeccompUnknown) {
+			t.Errorf("filter loading offset %d: %v", off, err)
+		}
 	}
 }
 
