@@ -478,7 +478,7 @@ func (c *preCheck) tlsARM64(i int, r reloc, ow, tw uint32) (part *tlsPart, ok bo
 	}
 	tp := func() (uint64, error) {
 		off, err := c.tlsOffset(i, r)
-		return off + c.b.tgt.tlsBlock, err
+		return c.b.tgt.tpOff(off), err
 	}
 	field := func(mask uint32, want func() (uint64, error), get func(uint32) uint64) (*tlsPart, bool, error) {
 		if ow&^mask != tw&^mask {
@@ -562,63 +562,6 @@ func (c *preCheck) tlsARM64(i int, r reloc, ow, tw uint32) (part *tlsPart, ok bo
 	return nil, false, c.fail(i, "thread-local access with relocation %v, which run-pre matching does not check", elf.R_AARCH64(r.typ))
 }
 
-// tlsOffset is the offset of the variable r refers to (plus the addend)
-// in the target's thread-local block.
-func (c *preCheck) tlsOffset(i int, r reloc) (uint64, error) {
-	t, d := r.target()
-	ts, err := c.b.tgt.lookup(t, c.u.orig.file)
-	if !t.defined() {
-		ts, err = c.b.tgt.syms.Lookup(t.name, "")
-	}
-	if err != nil || ts.Type != elf.STT_TLS || ts.Section == elf.SHN_UNDEF || !c.b.tgt.tlsOK {
-		return 0, c.fail(i, "reads thread-local %s, which the target does not define; its code cannot use local exec", t.name)
-	}
-	return ts.Value + uint64(d), nil
-}
-
-// checkTLSSlot checks a GOT entry the target's code reads a thread-local
-// variable through: the thread-pointer offset (initial exec) or the
-// descriptor of the variable.
-func (c *preCheck) checkTLSSlot(at int, r reloc, slot uint64, kind a64Kind) error {
-	t, _ := r.target()
-	want := uint32(elf.R_AARCH64_TLS_TPREL64)
-	if kind == kindDesc {
-		want = uint32(elf.R_AARCH64_TLSDESC)
-	}
-	if dr, ok := c.b.tgt.dyn[slot]; ok {
-		if dr.Type != want {
-			return c.fail(at, "reads thread-local %s through the GOT, the target's slot at %#x has relocation %v", t.name, slot, elf.R_AARCH64(dr.Type))
-		}
-		if dr.Symbol != "" {
-			if dr.Symbol != t.name {
-				return c.fail(at, "reads thread-local %s, the target's code reads %s's GOT entry at %#x", t.name, dr.Symbol, slot)
-			}
-			return nil
-		}
-		// The module's own variable: the addend is its offset in the block.
-		off, err := c.tlsOffset(at, r)
-		if err != nil {
-			return err
-		}
-		if dr.Addend != off {
-			return c.fail(at, "reads thread-local %s, the target's GOT entry at %#x is for offset %#x, not %#x", t.name, slot, dr.Addend, off)
-		}
-		return nil
-	}
-	// Resolved by the linker: the slot holds the thread-pointer offset.
-	off, err := c.tlsOffset(at, r)
-	if err != nil {
-		return err
-	}
-	v, ok := c.b.tgt.read(slot, 8)
-	if kind != kindIE || !ok || le64(v) != off+c.b.tgt.tlsBlock {
-		return c.fail(at, "reads thread-local %s, the target's GOT entry at %#x holds another variable's offset", t.name, slot)
-	}
-	return nil
-}
-
-func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
-
 // checkGOTSlot checks that a GOT slot the target's code reads holds the
 // address of the relocation's symbol: by the name of its dynamic
 // relocation, or by the address it holds.
@@ -634,7 +577,10 @@ func (c *preCheck) checkGOTSlot(at int, r reloc, slot uint64) error {
 		return nil
 	}
 	if v, ok := c.b.tgt.gotValue(slot); ok {
-		return c.checkSym(at, r, v-uint64(r.addend))
+		// The slot holds the address the reference means: the symbol plus
+		// the offset (aarch64's addend; x86-64's addend is the field's
+		// distance from the end of the instruction).
+		return c.checkSym(at, r, v-uint64(r.addend+r.cls.pcAdjust))
 	}
 	return nil
 }

@@ -268,3 +268,87 @@ func TestIPARACallerChanged(t *testing.T) {
 		}
 	}
 }
+
+// The x86-64 counterpart of TestARM64RunPreData: the running binary's
+// functions have the same code as the tree's but read another thread-local
+// or global variable, in each form GNU ld leaves the access in: local exec
+// (TPOFF32); initial exec relaxed to local exec; general and local dynamic
+// relaxed to local exec in an executable and kept in a shared library
+// (the GOT's module/offset pairs, DTPOFF32 offsets); initial exec kept in
+// a shared library (TPOFF64 slots, named or holding the offset); a GOT slot
+// ld did not relax in a position-independent executable (RELATIVE).
+// Run-pre matching must see each; built as the tree says, the fix is
+// accepted.
+func TestRunPreData(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	type variant struct {
+		target string
+		flags  string   // added to CFLAGS
+		extra  []string // more make arguments
+	}
+	makeArgs := func(v variant, define string) []string {
+		cflags := "CFLAGS=-O2 -Wall" + v.flags
+		if define != "" {
+			cflags += " -D" + define
+		}
+		return append([]string{v.target, cflags}, v.extra...)
+	}
+	var (
+		exe     = variant{target: "prog"}
+		exePIC  = variant{target: "prog", flags: " -fPIC"}
+		noRelax = variant{target: "prog", flags: " -fPIC", extra: []string{"LDFLAGS=-Wl,--no-relax"}}
+		lib     = variant{target: "libcalc.so"}
+		libIE   = variant{target: "libcalc.so", extra: []string{"PIC=-fPIC -ftls-model=initial-exec"}}
+	)
+	for _, c := range []struct {
+		name, define, function string
+		v                      variant
+	}{
+		{"table", "ALT_TABLE", "pick", exe},
+		{"tls-le", "ALT_MINE", "mine", exe},
+		{"tls-ie-relaxed", "ALT_THEIRS", "theirs", exe},
+		{"tls-gd-relaxed-local", "ALT_MINE", "mine", exePIC},
+		{"tls-gd-relaxed-extern", "ALT_THEIRS", "theirs", exePIC},
+		{"tls-ld-relaxed", "ALT_STATIC", "stat", exePIC},
+		{"got-relative", "ALT_GLOBAL", "global", noRelax},
+		{"tls-gd-lib-mine", "ALT_MINE", "mine", lib},
+		{"tls-gd-lib-theirs", "ALT_THEIRS", "theirs", lib},
+		{"tls-ld-lib", "ALT_STATIC", "stat", lib},
+		{"tls-ie-lib-mine", "ALT_MINE", "mine", libIE},
+		{"tls-ie-lib-static", "ALT_STATIC", "stat", libIE},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := builtTree(t, "runpre-data-x86", makeArgs(c.v, c.define)...)
+			_, err := buildPatch(t, dir, c.v.target, func(o *build.Options) {
+				o.BuildCmd = "make " + shellArgs(makeArgs(c.v, ""))
+			})
+			var me *build.MismatchError
+			if !errors.As(err, &me) || me.Function != c.function {
+				t.Fatalf("want a mismatch in %s, got %v", c.function, err)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+	for _, v := range []variant{exe, exePIC, noRelax, lib, libIE} {
+		t.Run("same-"+v.target+v.flags+strings.Join(v.extra, ""), func(t *testing.T) {
+			t.Parallel()
+			dir := builtTree(t, "runpre-data-x86", makeArgs(v, "")...)
+			res, err := buildPatch(t, dir, v.target, func(o *build.Options) {
+				o.BuildCmd = "make " + shellArgs(makeArgs(v, ""))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, f := range res.Functions {
+				names = append(names, f.Name)
+			}
+			sort.Strings(names)
+			if got := strings.Join(names, ","); got != "global,mine,pick,stat,theirs" {
+				t.Errorf("replaced %s", got)
+			}
+		})
+	}
+}

@@ -45,6 +45,13 @@ type machine struct {
 	// Dynamic relocation types of GOT slots that hold a symbol's address,
 	// and of one that holds a load-time address of the image itself.
 	jumpSlot, globDat, relative uint32
+	// Dynamic relocation types of GOT slots for thread-local variables: a
+	// thread-pointer offset (initial exec), a descriptor, the module of a
+	// general-dynamic pair and the offset in it.
+	tpOff64, tlsDesc, dtpMod64, dtpOff64 uint32
+	// tlsBias is the distance from the thread pointer to the executable's
+	// thread-local block, given its PT_TLS header.
+	tlsBias func(p *elf.Prog) int64
 	// Relocation types the compiler uses in .eh_frame: pc_begin and a
 	// DW.ref cell's absolute address.
 	ehPCRel, abs64 uint32
@@ -72,6 +79,10 @@ var (
 		lineShift:  lineShiftAMD64,
 		pltEntries: pltEntriesAMD64,
 		jumpSlot:   uint32(elf.R_X86_64_JMP_SLOT), globDat: uint32(elf.R_X86_64_GLOB_DAT), relative: uint32(elf.R_X86_64_RELATIVE),
+		tpOff64: uint32(elf.R_X86_64_TPOFF64), tlsDesc: uint32(elf.R_X86_64_TLSDESC),
+		dtpMod64: uint32(elf.R_X86_64_DTPMOD64), dtpOff64: uint32(elf.R_X86_64_DTPOFF64),
+		// Variant II: the block ends at the thread pointer.
+		tlsBias: func(p *elf.Prog) int64 { return -int64(alignUp(p.Memsz, max(p.Align, 1))) },
 		ehPCRel: uint32(elf.R_X86_64_PC32), abs64: uint32(elf.R_X86_64_64),
 	}
 	// gcc reaches a file's static data on aarch64 through section anchors:
@@ -97,10 +108,23 @@ var (
 		regNames:      regNamesARM64,
 		branch:        branchARM64,
 		jumpSlot:      uint32(elf.R_AARCH64_JUMP_SLOT), globDat: uint32(elf.R_AARCH64_GLOB_DAT), relative: uint32(elf.R_AARCH64_RELATIVE),
+		tpOff64: uint32(elf.R_AARCH64_TLS_TPREL64), tlsDesc: uint32(elf.R_AARCH64_TLSDESC),
+		dtpMod64: uint32(elf.R_AARCH64_TLS_DTPMOD64), dtpOff64: uint32(elf.R_AARCH64_TLS_DTPREL64),
+		// Variant I: 16 bytes of thread control block, then the block at
+		// its alignment.
+		tlsBias: func(p *elf.Prog) int64 { return int64(alignUp(16, max(p.Align, 1))) },
 		ehPCRel: uint32(elf.R_AARCH64_PREL32), abs64: uint32(elf.R_AARCH64_ABS64),
 	}
 	machines = []*machine{machineAMD64, machineARM64}
 )
+
+// relName names a relocation type of the machine.
+func (m *machine) relName(t uint32) string {
+	if m.em == elf.EM_AARCH64 {
+		return elf.R_AARCH64(t).String()
+	}
+	return elf.R_X86_64(t).String()
+}
 
 // machineFor returns the builder's description of an ELF machine.
 func machineFor(em elf.Machine) (*machine, error) {

@@ -165,7 +165,7 @@ func (c *preCheck) checkContents(off int, t *symbol, tAddr uint64) error {
 
 // runPreAMD64 matches x86-64 code.
 func runPreAMD64(c *preCheck, obj, tgt []byte) error {
-	b, base, tgtAddr, fail, relocsIn, checkSym, sec := c.b, c.base, c.tgtAddr, c.fail, c.relocsIn, c.checkSym, c.sec
+	base, tgtAddr, fail, relocsIn, checkSym, sec := c.base, c.tgtAddr, c.fail, c.relocsIn, c.checkSym, c.sec
 	type pending struct {
 		at      int
 		objDest int
@@ -173,6 +173,7 @@ func runPreAMD64(c *preCheck, obj, tgt []byte) error {
 	}
 	var pend []pending
 	objToTgt := map[int]int{}
+	ld := ldUnseen // what became of the function's local-dynamic sequence
 
 	var j int
 	// checkGOT checks a GOT-relative field o bytes into the instruction at
@@ -188,10 +189,10 @@ func runPreAMD64(c *preCheck, obj, tgt []byte) error {
 		}
 		addr := tgtAddr + uint64(j+o) + uint64(int64(int32(binary.LittleEndian.Uint32(tgt[j+o:])))) - uint64(r.addend)
 		if bytes.Equal(obj[i:i+o], tgt[j:j+o]) {
-			if name, ok := b.tgt.got[addr]; ok && name != t.name {
-				return fail(i, "refers to %s through the GOT, the target's code reads the GOT slot of %s at %#x", t.name, name, addr)
-			}
-			return nil
+			// Not relaxed: the slot is named by its dynamic relocation or
+			// holds the address (RELATIVE in a position-independent
+			// executable, or written by the linker).
+			return c.checkGOTSlot(i, r, addr)
 		}
 		if op := tgt[j+o-2 : j+o]; op[0] == 0x8d || (op[0] == 0x67 && op[1] == 0xe8) {
 			return checkSym(i, r, addr)
@@ -212,6 +213,9 @@ func runPreAMD64(c *preCheck, obj, tgt []byte) error {
 		if n := tlsSequence(obj[i:], rs, i, base); n > 0 {
 			if j+n > len(tgt) {
 				return fail(i, "thread-local access sequence runs past the target function")
+			}
+			if err := c.tlsSequenceAMD64(i, j, obj[i:i+n], tgt[j:j+n], rs, &ld); err != nil {
+				return err
 			}
 			i, j = i+n, j+n
 			continue
@@ -252,13 +256,22 @@ func runPreAMD64(c *preCheck, obj, tgt []byte) error {
 			pend = append(pend, pending{i, i + oi.Len + int(relOf(oi)), tgtAddr + uint64(j+ti.Len) + uint64(relOf(ti))})
 		case same:
 			for _, r := range rs {
-				if relaxed {
-					if err := checkGOT(i, r, int(r.off-base)-i); err != nil {
+				o := int(r.off-base) - i
+				if elf.R_X86_64(r.typ) == elf.R_X86_64_GOTTPOFF {
+					if err := c.initialExecAMD64(i, j, o, r, obj, tgt); err != nil {
 						return err
 					}
 					continue
 				}
-				o := int(r.off-base) - i
+				if relaxed {
+					if err := checkGOT(i, r, o); err != nil {
+						return err
+					}
+					continue
+				}
+				if err := c.tlsFieldAMD64(i, r, tgt[j+o:], ld); err != nil {
+					return err
+				}
 				p := tgtAddr + uint64(j+o)
 				var addr uint64
 				switch {
@@ -396,4 +409,233 @@ func tlsSequence(code []byte, rs []reloc, i int, base uint64) int {
 		}
 	}
 	return 0
+}
+
+// tlsOffset is the offset of the variable r refers to (plus the offset
+// into it) in the target's thread-local block.
+func (c *preCheck) tlsOffset(i int, r reloc) (uint64, error) {
+	t, d := r.target()
+	ts, err := c.b.tgt.lookup(t, c.u.orig.file)
+	if !t.defined() {
+		ts, err = c.b.tgt.syms.Lookup(t.name, "")
+	}
+	if err != nil || ts.Type != elf.STT_TLS || ts.Section == elf.SHN_UNDEF || !c.b.tgt.tlsOK {
+		return 0, c.fail(i, "reads thread-local %s, which the target does not define; its code cannot use local exec", t.name)
+	}
+	return ts.Value + uint64(d+r.cls.pcAdjust), nil
+}
+
+// checkTLSSlot checks a GOT entry the target's code reads a thread-local
+// variable through: the thread-pointer offset (initial exec) or the
+// descriptor of the variable (kindDesc).
+func (c *preCheck) checkTLSSlot(at int, r reloc, slot uint64, kind a64Kind) error {
+	t, _ := r.target()
+	m := c.b.tgt.mach
+	want := m.tpOff64
+	if kind == kindDesc {
+		want = m.tlsDesc
+	}
+	if dr, ok := c.b.tgt.dyn[slot]; ok {
+		if dr.Type != want {
+			return c.fail(at, "reads thread-local %s through the GOT, the target's slot at %#x has relocation %v", t.name, slot, m.relName(dr.Type))
+		}
+		if dr.Symbol != "" {
+			if dr.Symbol != t.name {
+				return c.fail(at, "reads thread-local %s, the target's code reads %s's GOT entry at %#x", t.name, dr.Symbol, slot)
+			}
+			return nil
+		}
+		// The module's own variable: the addend is its offset in the block.
+		off, err := c.tlsOffset(at, r)
+		if err != nil {
+			return err
+		}
+		if dr.Addend != off {
+			return c.fail(at, "reads thread-local %s, the target's GOT entry at %#x is for offset %#x, not %#x", t.name, slot, dr.Addend, off)
+		}
+		return nil
+	}
+	// Resolved by the linker: the slot holds the thread-pointer offset.
+	off, err := c.tlsOffset(at, r)
+	if err != nil {
+		return err
+	}
+	v, ok := c.b.tgt.read(slot, 8)
+	if kind != kindIE || !ok || le64(v) != c.b.tgt.tpOff(off) {
+		return c.fail(at, "reads thread-local %s, the target's GOT entry at %#x holds another variable's offset", t.name, slot)
+	}
+	return nil
+}
+
+func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
+
+// What the linker made of a function's local-dynamic TLS sequence, which
+// says what its DTPOFF32 fields hold.
+type ldForm uint8
+
+const (
+	ldUnseen  ldForm = iota
+	ldKept           // offsets in the module's block
+	ldRelaxed        // thread-pointer offsets (local exec)
+)
+
+var (
+	// mov %fs:0,%rax: the start of every sequence the linker makes of a
+	// general- or local-dynamic access in an executable.
+	amd64FSBase = []byte{0x64, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0}
+	amd64LEAdd  = []byte{0x48, 0x8d, 0x80} // lea imm32(%rax),%rax
+	amd64IEAdd  = []byte{0x48, 0x03, 0x05} // add disp32(%rip),%rax
+)
+
+func le32s(b []byte) int64 { return int64(int32(binary.LittleEndian.Uint32(b))) }
+
+// maskedEqual compares an instruction sequence of the original build with
+// the target's apart from the fields of the relocations rs (at offsets
+// from base+i).
+func maskedEqual(obj, tgt []byte, rs []reloc, base uint64, i int) bool {
+	if len(obj) != len(tgt) {
+		return false
+	}
+	ob, tb := append([]byte(nil), obj...), append([]byte(nil), tgt...)
+	for _, r := range rs {
+		o := int(r.off-base) - i
+		for k := o; k < o+r.cls.size && k >= 0 && k < len(ob); k++ {
+			ob[k], tb[k] = 0, 0
+		}
+	}
+	return bytes.Equal(ob, tb)
+}
+
+// tlsSequenceAMD64 checks a general- or local-dynamic access (data16 lea
+// x@tlsgd(%rip),%rdi; data16 data16 rex64 call __tls_get_addr, or lea
+// x@tlsld(%rip),%rdi; call __tls_get_addr) against where the target has
+// the variable: kept, it must load the GOT pair of that variable (or the
+// module's); in an executable GNU ld turns it into local exec (mov
+// %fs:0,%rax; lea tpoff(%rax),%rax) or initial exec (mov %fs:0,%rax; add
+// slot(%rip),%rax), whose offset or slot must be the variable's.
+func (c *preCheck) tlsSequenceAMD64(i, j int, obj, tgt []byte, rs []reloc, ld *ldForm) error {
+	var r reloc
+	for _, x := range rs {
+		if t := elf.R_X86_64(x.typ); t == elf.R_X86_64_TLSGD || t == elf.R_X86_64_TLSLD {
+			r = x
+		}
+	}
+	var seq []reloc
+	for _, x := range rs {
+		if o := int(x.off-c.base) - i; o >= 0 && o < len(obj) {
+			seq = append(seq, x)
+		}
+	}
+	t, _ := r.target()
+	kept := maskedEqual(obj, tgt, seq, c.base, i)
+	field := int(r.off-c.base) - i
+	if elf.R_X86_64(r.typ) == elf.R_X86_64_TLSLD {
+		switch {
+		case kept:
+			slot := c.tgtAddr + uint64(j+field) + uint64(le32s(tgt[field:])) - uint64(r.addend)
+			if dr, ok := c.b.tgt.dyn[slot]; !ok || dr.Type != c.b.tgt.mach.dtpMod64 || dr.Symbol != "" {
+				return c.fail(i, "local-dynamic access, the target's code does not load its module's GOT entry at %#x", slot)
+			}
+			*ld = ldKept
+		case len(tgt) == 12 && bytes.Equal(tgt[:3], []byte{0x66, 0x66, 0x66}) && bytes.Equal(tgt[3:], amd64FSBase):
+			*ld = ldRelaxed
+		default:
+			return c.fail(i, "local-dynamic access of %s, the target has neither the sequence nor the linker's local-exec form of it", t.name)
+		}
+		return nil
+	}
+	switch {
+	case kept:
+		pair := c.tgtAddr + uint64(j+field) + uint64(le32s(tgt[field:])) - uint64(r.addend)
+		return c.checkTLSPair(i, r, pair)
+	case len(tgt) == 16 && bytes.Equal(tgt[:9], amd64FSBase) && bytes.Equal(tgt[9:12], amd64LEAdd):
+		return c.checkTPOff(i, r, le32s(tgt[12:]))
+	case len(tgt) == 16 && bytes.Equal(tgt[:9], amd64FSBase) && bytes.Equal(tgt[9:12], amd64IEAdd):
+		return c.checkTLSSlot(i, r, c.tgtAddr+uint64(j+16)+uint64(le32s(tgt[12:])), kindIE)
+	}
+	return c.fail(i, "general-dynamic access of %s, the target has neither the sequence nor a form the linker makes of it", t.name)
+}
+
+// checkTLSPair checks the GOT pair (module, offset) a general-dynamic
+// access passes to __tls_get_addr: named by the variable's DTPMOD64, or
+// the module's own with the variable's offset in the second slot.
+func (c *preCheck) checkTLSPair(at int, r reloc, pair uint64) error {
+	t, _ := r.target()
+	m := c.b.tgt.mach
+	dr, ok := c.b.tgt.dyn[pair]
+	if !ok || dr.Type != m.dtpMod64 {
+		return c.fail(at, "reads thread-local %s, the target's code passes %#x, which is no module/offset pair of the GOT", t.name, pair)
+	}
+	if dr.Symbol != "" {
+		if dr.Symbol != t.name {
+			return c.fail(at, "reads thread-local %s, the target's code reads %s's GOT pair at %#x", t.name, dr.Symbol, pair)
+		}
+		return nil
+	}
+	off, err := c.tlsOffset(at, r)
+	if err != nil {
+		return err
+	}
+	if d2, ok := c.b.tgt.dyn[pair+8]; ok {
+		if d2.Type != m.dtpOff64 || (d2.Symbol != "" && d2.Symbol != t.name) || (d2.Symbol == "" && d2.Addend != off) {
+			return c.fail(at, "reads thread-local %s, the target's GOT pair at %#x is for another variable", t.name, pair)
+		}
+		return nil
+	}
+	if v, ok := c.b.tgt.read(pair+8, 8); !ok || le64(v) != off {
+		return c.fail(at, "reads thread-local %s, the target's GOT pair at %#x is for another variable", t.name, pair)
+	}
+	return nil
+}
+
+// checkTPOff checks a thread-pointer offset in the target's code (local
+// exec, or what the linker made of another model) against the variable.
+func (c *preCheck) checkTPOff(at int, r reloc, got int64) error {
+	off, err := c.tlsOffset(at, r)
+	if err != nil {
+		return err
+	}
+	if want := int64(c.b.tgt.tpOff(off)); got != want {
+		t, _ := r.target()
+		return c.fail(at, "reads thread-local %s at thread-pointer offset %d, the target's code uses %d, another variable's", t.name, want, got)
+	}
+	return nil
+}
+
+// initialExecAMD64 checks an initial-exec access (mov or add
+// x@gottpoff(%rip)): kept, it reads the variable's TPOFF64 slot; relaxed
+// by the linker (mov $imm, add $imm or lea imm(%reg)), the immediate in
+// the same place is the variable's thread-pointer offset.
+func (c *preCheck) initialExecAMD64(i, j, o int, r reloc, obj, tgt []byte) error {
+	if j+o+4 > len(tgt) || o < 2 {
+		return c.fail(i, "initial-exec access that run-pre matching cannot read")
+	}
+	field := le32s(tgt[j+o:])
+	if bytes.Equal(obj[i:i+o], tgt[j:j+o]) {
+		return c.checkTLSSlot(i, r, c.tgtAddr+uint64(j+o)+uint64(field)-uint64(r.addend), kindIE)
+	}
+	return c.checkTPOff(i, r, field)
+}
+
+// tlsFieldAMD64 checks the thread-local offsets x86-64 code holds in a
+// field: TPOFF32 (local exec) and DTPOFF32 (after a local-dynamic
+// sequence: an offset in the module's block, or, relaxed, from the thread
+// pointer).
+func (c *preCheck) tlsFieldAMD64(i int, r reloc, field []byte, ld ldForm) error {
+	switch elf.R_X86_64(r.typ) {
+	case elf.R_X86_64_TPOFF32:
+		return c.checkTPOff(i, r, le32s(field))
+	case elf.R_X86_64_DTPOFF32:
+		off, err := c.tlsOffset(i, r)
+		if err != nil {
+			return err
+		}
+		got := le32s(field)
+		if (ld != ldRelaxed && got == int64(off)) || (ld != ldKept && got == int64(c.b.tgt.tpOff(off))) {
+			return nil
+		}
+		t, _ := r.target()
+		return c.fail(i, "reads thread-local %s, the target's code uses offset %d, another variable's", t.name, got)
+	}
+	return nil
 }

@@ -25,11 +25,12 @@ type targetImage struct {
 	got     map[uint64]string // GOT slot address -> its symbol (JUMP_SLOT, GLOB_DAT)
 	// dyn holds every dynamic relocation by the address it fills.
 	dyn map[uint64]target.DynamicReloc
-	// tlsBlock is the distance from the thread pointer to the start of the
+	// tlsBias is the distance from the thread pointer to the start of the
 	// executable's thread-local block (aarch64: 16 bytes of TCB, rounded up
-	// to the block's alignment); tlsOK says there is such a block.
-	tlsBlock uint64
-	tlsOK    bool
+	// to the block's alignment; x86-64: minus the block's aligned size);
+	// tlsOK says there is such a block.
+	tlsBias int64
+	tlsOK   bool
 }
 
 func openTarget(path string) (*targetImage, error) {
@@ -62,13 +63,18 @@ func openTarget(path string) (*targetImage, error) {
 	target.DynamicRelocs(f, func(r target.DynamicReloc) { t.dyn[r.Offset] = r })
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_TLS {
-			t.tlsBlock, t.tlsOK = alignUp(16, max(p.Align, 1)), true
+			t.tlsBias, t.tlsOK = m.tlsBias(p), true
 		}
 	}
 	return t, nil
 }
 
 func alignUp(v, a uint64) uint64 { return (v + a - 1) / a * a }
+
+// tpOff is the thread-pointer offset of an offset in the executable's
+// thread-local block, as local exec code and resolved initial-exec GOT
+// slots hold it.
+func (t *targetImage) tpOff(off uint64) uint64 { return uint64(int64(off) + t.tlsBias) }
 
 // gotValue returns the address a GOT slot that no symbol names holds: the
 // addend of its RELATIVE relocation (position-independent) or, without a

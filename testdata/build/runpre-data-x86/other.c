@@ -1,0 +1,2 @@
+__thread int ea = 3, eb = 4;
+int ga = 5, gb = 6;
