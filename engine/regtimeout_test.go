@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,4 +125,80 @@ func TestRegistrationBlockedCall(t *testing.T) {
 	if !p.Alive() {
 		t.Fatal("target died after the registration call it was left to finish")
 	}
+}
+
+// A target whose main thread waits in a signal handler on an alternate
+// stack, and whose registry stand-in reports the thread it runs on.
+const altStackRegistrySrc = `#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+__attribute__((noipa)) int compute(int x) { return x * 2; }
+void __register_frame_info(const void *begin, void *ob) {
+	(void)begin; (void)ob;
+	printf("registered on %d\n", gettid());
+}
+void *__deregister_frame_info(const void *begin) { (void)begin; return 0; }
+static void handler(int sig) {
+	(void)sig;
+	printf("in handler on %d\n", gettid());
+	sleep(2);
+}
+static void *worker(void *arg) {
+	(void)arg;
+	for (;;) {
+		printf("compute=%d\n", compute(21));
+		usleep(10000);
+	}
+	return NULL;
+}
+int main(void) {
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	stack_t ss = {.ss_sp = malloc(1 << 16), .ss_size = 1 << 16};
+	sigaltstack(&ss, NULL);
+	struct sigaction sa = {.sa_handler = handler, .sa_flags = SA_ONSTACK};
+	sigaction(SIGUSR1, &sa, NULL);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	pthread_t t;
+	pthread_create(&t, NULL, worker, NULL);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	printf("main %d\n", gettid());
+	for (;;)
+		pause();
+}
+`
+
+// TestRemoteCallAvoidsAlternateStack: a thread in a handler on its
+// alternate signal stack is not used for the registration call, where a
+// signal during the call would be written over the handler's frames. Two
+// layers keep it out: its stack cannot be unwound within one mapping, and
+// its stack pointer is not on a thread stack. (The switch then waits for
+// the handler to return: a thread on an alternate stack counts as busy.)
+func TestRemoteCallAvoidsAlternateStack(t *testing.T) {
+	fixture.Require(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "altstack.c")
+	if err := os.WriteFile(src, []byte(altStackRegistrySrc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "altstack")
+	fixture.GCC(t, "-O2", "-g", "-pthread", "-o", bin, src)
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "compute=42", waitLine)
+	if err := syscall.Kill(p.PID, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	inHandler := p.WaitFor(t, 0, "in handler on ", waitLine)
+	spec := fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "alt-stack", "compute=compute_v2")
+	apply(t, p.PID, spec, 10*time.Second)
+	registered := p.WaitFor(t, 0, "registered on ", waitLine)
+	if strings.TrimPrefix(registered, "registered on ") == strings.TrimPrefix(inHandler, "in handler on ") {
+		t.Errorf("the registration ran on the thread in the handler on its alternate stack (%q)", registered)
+	}
+	p.WaitFor(t, p.Mark(), "compute=63", waitLine)
 }

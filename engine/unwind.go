@@ -32,6 +32,10 @@ import (
 // it holds none of the locks the call takes: none of its frames may be in
 // the unwinder or the allocator.
 
+// errNotOnThreadStack: a thread running on some other stack is not used
+// for a remote call.
+var errNotOnThreadStack = errors.New("not on its thread stack")
+
 // ErrUnwindRegistration means the patch's unwind tables could not be
 // registered or deregistered in the target.
 var ErrUnwindRegistration = errors.New("cannot register the patch's unwind tables")
@@ -243,6 +247,10 @@ func (s *session) lockFreeThread(mods *consistency.Modules, busy []consistency.R
 			// The same check as before a switch: a frame in busy, or a stack
 			// that cannot be examined, makes the thread unsuitable.
 			inside, err := s.check([]*proc.Thread{t}, maps, mods, busy)
+			if err == nil && inside == nil && !s.p.OnThreadStack(t) {
+				// Perhaps in a handler on an alternate signal stack.
+				inside = errNotOnThreadStack
+			}
 			if err == nil && inside == nil {
 				err := s.checkStubSeccomp(t)
 				if err == nil {
@@ -257,9 +265,9 @@ func (s *session) lockFreeThread(mods *consistency.Modules, busy []consistency.R
 		}
 		if time.Now().After(deadline) {
 			if refused != nil {
-				return nil, fmt.Errorf("%w: every thread is inside the unwinder or the allocator, or its seccomp filter refuses the call stub: %w", ErrUnwindRegistration, refused)
+				return nil, fmt.Errorf("%w: every thread is inside the unwinder or the allocator, on a stack not its own, or its seccomp filter refuses the call stub: %w", ErrUnwindRegistration, refused)
 			}
-			return nil, fmt.Errorf("%w: every thread is inside the unwinder or the allocator", ErrUnwindRegistration)
+			return nil, fmt.Errorf("%w: every thread is inside the unwinder or the allocator, or on a stack not its own (a signal handler's)", ErrUnwindRegistration)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

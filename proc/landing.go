@@ -67,6 +67,15 @@ func blockedSignals(pid, tid int) (uint64, error) {
 	return 0, errors.New("no SigBlk in status")
 }
 
+// OnThreadStack reports whether the stopped thread t runs on its thread
+// stack, and not on a stack of its own making: a signal handler's
+// alternate stack, which a signal delivered during a remote call would be
+// written onto from its top, over the interrupted handler's frames.
+func (p *Process) OnThreadStack(t *Thread) bool {
+	sp := t.Regs.SP()
+	return p.onThreadStack(sp, sp)
+}
+
 // onThreadStack reports whether [lo, sp) lies in a real thread stack: the
 // main thread's [stack], or an anonymous writable mapping that starts right
 // above a guard page, as glibc lays out pthread stacks. Anything else (a

@@ -186,6 +186,16 @@ func (p *Process) Close() error {
 	p.closed = true
 	close(p.reqs)
 	p.mem.Close()
+	if len(p.unstopped) > 0 {
+		// They are let go only when the ptrace thread has exited: wait
+		// for that, so a new Process can seize them at once.
+		task := "/proc/self/task/" + strconv.FormatInt(p.tracer.Load(), 10)
+		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if _, statErr := os.Stat(task); statErr != nil {
+				break
+			}
+		}
+	}
 	return err
 }
 
