@@ -482,3 +482,44 @@ func TestARM64IPARA(t *testing.T) {
 		checkARM64Patch(t, res, filepath.Join(dir, "prog"))
 	}
 }
+
+// A versioned cross compiler (aarch64-linux-gnu-gcc-12) finds its C++
+// sibling of the same version: the C++ case compiles with it.
+func TestVersionedCrossCompiler(t *testing.T) {
+	t.Parallel()
+	needCross(t)
+	const cc, cxx = crossCC + "-12", crossCXX + "-12"
+	for _, tool := range []string{cc, cxx} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s", tool)
+		}
+	}
+	dir := crossTree(t, "cxxmember")
+	res, err := crossPatch(t, dir, "prog", func(o *build.Options) { o.CC = cc })
+	if err != nil {
+		t.Fatalf("--cc %s: %v", cc, err)
+	}
+	checkARM64Patch(t, res, filepath.Join(dir, "prog"))
+}
+
+// With --cc and no --cxx, the CLI derives the C++ compiler from --cc; an
+// exported CXX (the host's g++) is for another compiler and is not used.
+func TestCLICrossCompilerIgnoresHostCXX(t *testing.T) {
+	t.Parallel()
+	needCross(t)
+	if _, err := exec.LookPath(crossCXX); err != nil {
+		t.Skipf("needs %s", crossCXX)
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the CLI test needs the go command")
+	}
+	bin := hotpatchBinary(t)
+	dir := crossTree(t, "cxxmember")
+	out := filepath.Join(t.TempDir(), "fix.hp")
+	cmd := exec.Command(bin, "build", "--src", dir, "--diff", filepath.Join(dir, "fix.patch"), "--target", filepath.Join(dir, "prog"),
+		"--jobs", "2", "--cc", crossCC, "-o", out)
+	cmd.Env = append(os.Environ(), "CXX=g++", "CC=gcc")
+	if text, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CXX=g++ hotpatch build --cc %s: %v\n%s", crossCC, err, text)
+	}
+}

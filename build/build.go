@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -30,7 +31,7 @@ type Options struct {
 	// CC and CXX are the C and C++ compilers the target was built with,
 	// e.g. a cross compiler (aarch64-linux-gnu-gcc); default gcc (cc) and
 	// g++ (c++) from PATH. With CC alone, CXX is its g++ (clang++) sibling
-	// when there is one. They must produce code for the target's machine.
+	// of the same prefix and version when there is one. They must produce code for the target's machine.
 	CC, CXX     string
 	Jobs        int    // parallel jobs (MAKEFLAGS -jN); default the number of CPUs
 	ID          string // patch id; default the diff's name and a hash
@@ -345,14 +346,14 @@ func (b *builder) compilers() (cc, cxx string, err error) {
 			return "", "", err
 		}
 	case b.opts.CC != "":
-		// aarch64-linux-gnu-gcc goes with aarch64-linux-gnu-g++.
-		dir, base := filepath.Split(cc)
-		for _, pair := range [][2]string{{"gcc", "g++"}, {"clang", "clang++"}, {"cc", "c++"}} {
-			if stem, ok := strings.CutSuffix(base, pair[0]); ok {
-				if p, err := exec.LookPath(filepath.Join(dir, stem+pair[1])); err == nil {
-					cxx = p
+		// aarch64-linux-gnu-gcc goes with aarch64-linux-gnu-g++, and
+		// aarch64-linux-gnu-gcc-12 with aarch64-linux-gnu-g++-12.
+		if name := cxxSibling(filepath.Base(b.opts.CC)); name != "" {
+			for _, c := range []string{filepath.Join(filepath.Dir(cc), name), name} {
+				if p, err := exec.LookPath(c); err == nil {
+					cxx, _ = filepath.Abs(p)
+					break
 				}
-				break
 			}
 		}
 	default:
@@ -380,6 +381,23 @@ func (b *builder) compilers() (cc, cxx string, err error) {
 		}
 	}
 	return cc, cxx, nil
+}
+
+// siblingRE splits a C compiler's name into the part before the
+// compiler's own name, that name and a version suffix: x86_64-linux-gnu-,
+// gcc, -12.
+var siblingRE = regexp.MustCompile(`^(.*?)(gcc|clang|cc)(-[0-9][0-9.]*)?$`)
+
+// cxxSibling names the C++ compiler that goes with a C compiler: the same
+// prefix and version, g++ for gcc, clang++ for clang, c++ for cc; "" for
+// a name of no known form.
+func cxxSibling(cc string) string {
+	m := siblingRE.FindStringSubmatch(cc)
+	if m == nil {
+		return ""
+	}
+	cxx := map[string]string{"gcc": "g++", "clang": "clang++", "cc": "c++"}[m[2]]
+	return m[1] + cxx + m[3]
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -25,7 +25,9 @@ functions that changed into a patch image for PATH, the running binary that
 DIR was built into. The original build must reproduce PATH's code, so
 --cc/--cxx (default: $CC/$CXX, else gcc and g++) must name the compilers
 PATH was built with, e.g. --cc aarch64-linux-gnu-gcc for an aarch64 target
-built on another machine.`,
+built on another machine. With --cc and no --cxx, the C++ compiler is the
+one that goes with it (aarch64-linux-gnu-gcc-12: aarch64-linux-gnu-g++-12),
+not $CXX.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.Src == "" || opts.Diff == "" || opts.Target == "" || out == "" {
@@ -34,11 +36,14 @@ built on another machine.`,
 			if verbose {
 				opts.Log = cmd.ErrOrStderr()
 			}
-			// The compilers the user's build would use, unless named.
+			// The compilers the user's build would use, unless named. A
+			// C++ compiler exported for the host does not go with a --cc
+			// given here: without --cxx the builder takes --cc's sibling.
+			ccFlag := opts.CC != ""
 			if opts.CC == "" {
 				opts.CC = os.Getenv("CC")
 			}
-			if opts.CXX == "" {
+			if opts.CXX == "" && !ccFlag {
 				opts.CXX = os.Getenv("CXX")
 			}
 			res, err := build.Build(cmd.Context(), opts)
@@ -83,7 +88,7 @@ built on another machine.`,
 	f.StringVar(&opts.Target, "target", "", "the executable or shared library the patch is for")
 	f.StringVar(&opts.BuildCmd, "build", "make", "shell command that builds the tree")
 	f.StringVar(&opts.CC, "cc", "", "C compiler the target was built with, e.g. aarch64-linux-gnu-gcc (default: $CC, else gcc)")
-	f.StringVar(&opts.CXX, "cxx", "", "C++ compiler the target was built with (default: $CXX, else the --cc's g++, else g++)")
+	f.StringVar(&opts.CXX, "cxx", "", "C++ compiler the target was built with (default: with --cc, its g++ of the same version; else $CXX, else $CC's g++, else g++)")
 	f.IntVar(&opts.Jobs, "jobs", 0, "parallel build jobs (default: number of CPUs)")
 	f.StringVar(&opts.ID, "id", "", "patch id (default: the diff's name and hash)")
 	f.StringVar(&opts.Description, "description", "", "description recorded in the patch")
