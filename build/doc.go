@@ -23,7 +23,9 @@
 // *RefusalError naming the symbol and the reason: changed size or
 // initializer of existing data, changed layouts of structures that existing
 // data or replaced functions use, changed constructors, new thread-local
-// variables. Some are warnings that Options.Force accepts.
+// variables, and on aarch64 patches that would break what gcc's
+// interprocedural register allocation assumed between the target's code
+// and the patch's (regs.go). Some are warnings that Options.Force accepts.
 //
 // Targets may be x86-64 or aarch64 (Options.CC names the compiler, a
 // cross compiler included); what differs between the two, relocation
