@@ -33,7 +33,15 @@ type Thread struct {
 	// StackLo and StackHi bound the mapping holding SP (adjacent mappings
 	// of one stack merged). Nothing outside is read.
 	StackLo, StackHi uint64
+	// StackOf, when set, returns the bounds of the mapping holding addr
+	// (zeros if none): unwinding then follows a signal frame onto the
+	// stack its handler interrupted, from an alternate signal stack.
+	StackOf func(addr uint64) (lo, hi uint64)
 }
+
+// maxStackSwitches bounds the stacks one thread's unwinding visits: an
+// alternate signal stack, the stack its handler interrupted, and one more.
+const maxStackSwitches = 2
 
 // Busy is one reason a thread is not safe.
 type Busy struct {
@@ -293,6 +301,7 @@ func (w *walker) thread(t *Thread, mem Memory, res *Result) error {
 
 	pc, sp := t.PC, t.SP
 	interrupted := true // the top frame's PC is exact, like after a signal
+	switches := 0
 	for frame := 0; ; frame++ {
 		if interrupted {
 			if i := w.rs.find(pc); i >= 0 {
@@ -339,14 +348,28 @@ func (w *walker) thread(t *Thread, mem Memory, res *Result) error {
 			return nil
 		}
 		newSP, _ := regs.get(a.SP)
+		if st.otherStack {
+			// A handler on an alternate signal stack: the interrupted
+			// context is on the thread's own stack (or another).
+			var lo, hi uint64
+			if t.StackOf != nil && switches < maxStackSwitches {
+				lo, hi = t.StackOf(newSP)
+			}
+			if hi <= lo || newSP < lo || newSP >= hi {
+				return fmt.Errorf("frame %d: signal frame: the interrupted context's SP %#x is on no stack known: %w", frame, newSP, errOutsideStack)
+			}
+			switches++
+			w.stack.reset(mem, lo, hi, a.PtrSize)
+		}
 		pc, sp, interrupted = st.ra, newSP, st.signal
 	}
 }
 
 type stepResult struct {
-	ra     uint64
-	end    bool // the CFI marks the outermost frame
-	signal bool // a signal frame: the caller was interrupted
+	ra         uint64
+	end        bool // the CFI marks the outermost frame
+	signal     bool // a signal frame: the caller was interrupted
+	otherStack bool // ... and its context is on another stack
 }
 
 // step unwinds one frame in place: regs becomes the caller's registers.
@@ -473,6 +496,8 @@ func (w *walker) step(regs *regSet, pc, lookup, sp uint64, interrupted bool) (st
 	switch {
 	case !ok:
 		return st, fmt.Errorf("pc %#x: caller SP unknown", pc)
+	case st.signal && (newSP < w.stack.lo || newSP >= w.stack.hi):
+		st.otherStack = true
 	case newSP < sp, newSP == sp && !(interrupted && a.LinkReg):
 		// The stack only grows down; no progress means a loop, or for a
 		// signal frame a context on another stack. Only a frame that was
@@ -492,10 +517,11 @@ func (w *walker) scan(t *Thread, sp uint64, frame int, res *Result, why error) e
 	res.Fallbacks++
 	n := uint64(w.arch.PtrSize)
 	start := (sp + n - 1) &^ (n - 1)
-	if start < t.StackLo || start >= t.StackHi {
+	lo, hi := w.stack.lo, w.stack.hi // the stack unwinding reached
+	if start < lo || start >= hi {
 		return fmt.Errorf("cannot scan from %#x after unwinding failed (%v): %w", sp, why, errOutsideStack)
 	}
-	end := t.StackHi &^ (n - 1)
+	end := hi &^ (n - 1)
 	if err := w.stack.ensure(start, end); err != nil {
 		return fmt.Errorf("unwinding failed (%v) and the stack cannot be scanned: %w", why, err)
 	}

@@ -1058,6 +1058,7 @@ func (s *session) check(threads []*proc.Thread, maps []target.Mapping, mods *con
 		sp := t.Regs.SP()
 		ct := consistency.Thread{TID: t.TID, Regs: t.Regs.DWARF(), PC: t.Regs.PC(), SP: sp}
 		ct.StackLo, ct.StackHi = stackOf(maps, sp)
+		ct.StackOf = func(addr uint64) (uint64, uint64) { return stackOf(maps, addr) }
 		if ct.StackHi == 0 {
 			// A stack mapped after maps was read: read it again.
 			fresh, err := target.ReadMaps(s.pid)
