@@ -21,10 +21,12 @@
 // conservatively: every aligned word from that frame's SP to the top of the
 // stack mapping is treated as a return address. A failure of the unwinder
 // therefore never makes a thread look safe; if even the scan cannot read
-// the stack, Check returns an error. So does a signal frame whose
-// interrupted context cannot be followed within the stack mapping (a
-// handler on an alternate signal stack), since scanning only the current
-// stack would miss the interrupted frames.
+// the stack, Check returns an error. A signal frame whose interrupted
+// context lies on another stack (a handler running on an alternate signal
+// stack) is followed onto that stack when Thread.StackOf names its
+// mapping, and later reads and any scan use that stack; when it cannot be
+// followed, Check returns an error, since scanning only the handler's stack
+// would miss the interrupted frames.
 //
 // Check runs while the target is stopped, so it reads each stack in a few
 // bulk reads, caches evaluated CFI rows per module, and looks ranges up by
