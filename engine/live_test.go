@@ -39,6 +39,20 @@ func build(t *testing.T, fixtureName, src, out string, flags ...string) string {
 	return bin
 }
 
+// buildSource compiles a program a test holds as source text, with -O2
+// -g -pthread and flags, and returns its path.
+func buildSource(t *testing.T, name, src string, flags ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, name+".c")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, name)
+	fixture.GCC(t, append([]string{"-O2", "-g", "-pthread", "-o", bin, path}, flags...)...)
+	return bin
+}
+
 // object compiles a patch source to an object file.
 func object(t *testing.T, fixtureName, src string, flags ...string) string {
 	t.Helper()

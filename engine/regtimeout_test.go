@@ -2,8 +2,6 @@ package engine_test
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,13 +44,7 @@ int main(void) {
 // memory must stay mapped, or the thread crashes when the call returns.
 func TestRegistrationTimeoutKeepsMemory(t *testing.T) {
 	fixture.Require(t)
-	dir := t.TempDir()
-	src := filepath.Join(dir, "slowreg.c")
-	if err := os.WriteFile(src, []byte(slowRegistrySrc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "slowreg")
-	fixture.GCC(t, "-O2", "-g", "-o", bin, src)
+	bin := buildSource(t, "slowreg", slowRegistrySrc)
 	p := fixture.Start(t, bin)
 	p.WaitFor(t, 0, "compute=42 calls=0", waitLine)
 	spec := fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "slow-reg", "compute=compute_v2")
@@ -100,13 +92,7 @@ int main(void) {
 // blocked in one system call, and the call, let go, completes.
 func TestRegistrationBlockedCall(t *testing.T) {
 	fixture.Require(t)
-	dir := t.TempDir()
-	src := filepath.Join(dir, "blockedreg.c")
-	if err := os.WriteFile(src, []byte(blockedRegistrySrc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "blockedreg")
-	fixture.GCC(t, "-O2", "-g", "-o", bin, src)
+	bin := buildSource(t, "blockedreg", blockedRegistrySrc)
 	p := fixture.Start(t, bin)
 	p.WaitFor(t, 0, "compute=42 calls=0", waitLine)
 	spec := fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "blocked-reg", "compute=compute_v2")
@@ -181,13 +167,7 @@ int main(void) {
 // the handler to return: a thread on an alternate stack counts as busy.)
 func TestRemoteCallAvoidsAlternateStack(t *testing.T) {
 	fixture.Require(t)
-	dir := t.TempDir()
-	src := filepath.Join(dir, "altstack.c")
-	if err := os.WriteFile(src, []byte(altStackRegistrySrc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "altstack")
-	fixture.GCC(t, "-O2", "-g", "-pthread", "-o", bin, src)
+	bin := buildSource(t, "altstack", altStackRegistrySrc)
 	p := fixture.Start(t, bin)
 	p.WaitFor(t, 0, "compute=42", waitLine)
 	if err := syscall.Kill(p.PID, syscall.SIGUSR1); err != nil {

@@ -1,8 +1,6 @@
 package engine_test
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -75,13 +73,7 @@ int main(void) {
 // every register it had, including one the callee clobbered.
 func TestRemoteCallKeepsRegisters(t *testing.T) {
 	fixture.Require(t)
-	dir := t.TempDir()
-	src := filepath.Join(dir, "clobberreg.c")
-	if err := os.WriteFile(src, []byte(clobberRegistrySrc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "clobberreg")
-	fixture.GCC(t, "-O2", "-g", "-o", bin, src)
+	bin := buildSource(t, "clobberreg", clobberRegistrySrc)
 	p := fixture.Start(t, bin)
 	p.WaitFor(t, 0, "compute=42 calls=0", waitLine)
 	spec := fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "clobber-reg", "compute=compute_v2")

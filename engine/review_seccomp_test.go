@@ -108,10 +108,7 @@ int main(void) {
 // process on the stub's system calls is passed over.
 func TestRemoteCallThreadSeccomp(t *testing.T) {
 	fixture.Require(t)
-	dir := t.TempDir()
-	src := writeSource(t, dir, "threadseccomp.c", perThreadSeccompSrc)
-	bin := filepath.Join(dir, "threadseccomp")
-	fixture.GCC(t, "-O2", "-g", "-pthread", "-o", bin, src)
+	bin := buildSource(t, "threadseccomp", perThreadSeccompSrc)
 	p := fixture.Start(t, bin)
 	p.WaitFor(t, 0, "compute=42 calls=0", waitLine)
 	spec := fixture.Pack(t, bin, object(t, "basic", "compute_v2.c"), "thread-seccomp", "compute=compute_v2")
@@ -173,10 +170,8 @@ int compute_v2(int x) { count++; return x * 3 + (count < 0); }
 // that kills on it makes the apply refuse, with the target alive.
 func TestSeccompWritableProtect(t *testing.T) {
 	fixture.Require(t)
+	bin := buildSource(t, "killwprot", killWritableProtectSrc)
 	dir := t.TempDir()
-	src := writeSource(t, dir, "killwprot.c", killWritableProtectSrc)
-	bin := filepath.Join(dir, "killwprot")
-	fixture.GCC(t, "-O2", "-g", "-o", bin, src)
 	psrc := writeSource(t, dir, "counting_v2.c", countingPatchSrc)
 	obj := filepath.Join(dir, "counting_v2.o")
 	fixture.GCC(t, "-c", "-O2", "-fPIC", "-o", obj, psrc)
