@@ -418,6 +418,9 @@ func runPreARM64(c *preCheck, obj, tgt []byte) error {
 			return err
 		}
 	}
+	if err := c.checkTables(objToTgt, skipA64Nops); err != nil {
+		return err
+	}
 	// An ADRP no low part completes must still be the symbol's page.
 	for key, page := range pages {
 		if paired[key] || fromADR[key] || key.kind != kindAddr {
@@ -428,6 +431,109 @@ func runPreARM64(c *preCheck, obj, tgt []byte) error {
 		}
 	}
 	return nil
+}
+
+// a64Dispatch is gcc's jump through a table (aarch64_output_casesi):
+//
+//	ldrb  wT, [xB, wI, uxtw]        (ldrh ... uxtw #1, ldr ... uxtw #2)
+//	adr   xA, .Lrtx
+//	add   xD, xA, wT, sxtb #2       (sxth, sxtw; uxt* in some versions)
+//	br    xD
+//	.Lrtx:
+//
+// The table's entries, at xB (the table's ADRP+ADD), are the distances
+// from .Lrtx to each case label in instructions: (.Lcase - .Lrtx) / 4.
+type a64Dispatch struct {
+	at     int    // the load
+	base   uint32 // xB
+	size   uint64 // of an entry: 1, 2 or 4
+	signed bool
+	shift  uint // 2
+	anchor int  // .Lrtx, in the function
+}
+
+// a64Dispatches finds the table jumps of a function's code.
+func a64Dispatches(code []byte) []a64Dispatch {
+	var out []a64Dispatch
+	le := binary.LittleEndian
+	for k := 0; k+16 <= len(code); k += 4 {
+		w0, w1, w2, w3 := le.Uint32(code[k:]), le.Uint32(code[k+4:]), le.Uint32(code[k+8:]), le.Uint32(code[k+12:])
+		// LDRB/LDRH/LDR (register), 32-bit, with a UXTW index.
+		var size uint64
+		switch w0 & 0xffe00c00 {
+		case 0x38600800:
+			size = 1
+		case 0x78600800:
+			size = 2
+		case 0xb8600800:
+			size = 4
+		default:
+			continue
+		}
+		if w0>>13&7 != 2 || !isADR(w1) {
+			continue
+		}
+		t, a := w0&0x1f, w1&0x1f
+		// ADD (extended register), 64-bit: xD = xA + ext(wT) << imm3.
+		if w2&0xffe00000 != 0x8b200000 || w2>>5&0x1f != a || w2>>16&0x1f != t || w2>>10&7 > 4 {
+			continue
+		}
+		opt := w2 >> 13 & 7
+		if opt&3 != uint32(size>>1) {
+			continue // the extension does not match the entry's width
+		}
+		if w3&0xfffffc1f != 0xd61f0000 || w3>>5&0x1f != w2&0x1f {
+			continue
+		}
+		out = append(out, a64Dispatch{at: k, base: w0 >> 5 & 0x1f, size: size, signed: opt&4 != 0, shift: uint(w2 >> 10 & 7),
+			anchor: k + 4 + int(a64ADRImm(w1))})
+	}
+	return out
+}
+
+// a64Entry reads a jump-table entry: the distance in bytes from the
+// dispatch's anchor.
+func a64Entry(b []byte, d a64Dispatch) int64 {
+	var v uint64
+	for i := uint64(0); i < d.size; i++ {
+		v |= uint64(b[i]) << (8 * i)
+	}
+	e := int64(v)
+	if d.signed {
+		e = sext(uint32(v), uint(d.size*8))
+	}
+	return e << d.shift
+}
+
+// dispatchFor finds the table jump that reads a table whose address the
+// instruction at off (the ADD of its ADRP+ADD) computes: the one whose
+// base register that ADD writes, the first after it when several are;
+// with none, the function's only one.
+func (c *preCheck) dispatchFor(off int) (a64Dispatch, bool) {
+	if off < 0 || off+4 > len(c.obj) {
+		return a64Dispatch{}, false
+	}
+	w := binary.LittleEndian.Uint32(c.obj[off:])
+	ds := a64Dispatches(c.obj)
+	if w&0xff800000 != 0x91000000 {
+		return a64Dispatch{}, false // not an ADD (immediate)
+	}
+	var best *a64Dispatch
+	for i := range ds {
+		d := &ds[i]
+		switch {
+		case d.base != w&0x1f:
+		case best == nil, d.at > off && (best.at < off || d.at < best.at), d.at < off && best.at < off && best.at < d.at:
+			best = d
+		}
+	}
+	if best == nil && len(ds) == 1 {
+		best = &ds[0]
+	}
+	if best == nil {
+		return a64Dispatch{}, false
+	}
+	return *best, true
 }
 
 // tlsGeneralDynamic reports the traditional TLS sequences' relocations

@@ -523,3 +523,18 @@ func TestCLICrossCompilerIgnoresHostCXX(t *testing.T) {
 		t.Fatalf("CXX=g++ hotpatch build --cc %s: %v\n%s", crossCC, err, text)
 	}
 }
+
+// Strings and jump tables (testdata/build/runpre-table) on aarch64, where
+// gas refers to a string as its section's symbol plus an offset and gcc's
+// jump tables hold (case - anchor) / 4 without relocations. say() refers
+// to a string that is not the first of its section; step() has a jump
+// table next to other()'s. The target must match the tree's build when
+// built the same way, and when built with -falign-labels=16 (the same code
+// with padding before its labels, so other entries); it must not when
+// say()'s second string differs or step()'s table leads cases 16 and 17
+// to each other's code.
+func TestARM64RunPreStringsAndTables(t *testing.T) {
+	t.Parallel()
+	needCross(t)
+	runPreStringsAndTables(t, crossTree, crossPatch)
+}

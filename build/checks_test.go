@@ -352,3 +352,54 @@ func TestRunPreData(t *testing.T) {
 		})
 	}
 }
+
+// The x86-64 counterpart of TestARM64RunPreStringsAndTables: gas names the
+// strings (.LC), and the jump table's PC-relative entries are relocated;
+// they too must lead to the corresponding code.
+func TestRunPreStringsAndTables(t *testing.T) {
+	t.Parallel()
+	fixture.Require(t)
+	runPreStringsAndTables(t, func(t *testing.T, name string, args ...string) string { return builtTree(t, name, args...) },
+		func(t *testing.T, dir, target string, mod func(*build.Options)) (*build.Result, error) {
+			return buildPatch(t, dir, target, mod)
+		})
+}
+
+func runPreStringsAndTables(t *testing.T, tree func(*testing.T, string, ...string) string,
+	patch func(*testing.T, string, string, func(*build.Options)) (*build.Result, error)) {
+	for _, c := range []struct {
+		name, cflags string
+		function     string // the mismatch; "" for a match
+		detail       string
+	}{
+		{"same", "", "", ""},
+		{"padding", " -falign-labels=16", "", ""},
+		{"string", " -DALT_STRING", "say", `"the value is small.\x00"`},
+		{"cases", " -DALT_CASES", "step", "jump table"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := tree(t, "runpre-table", "CFLAGS=-O2 -Wall"+c.cflags)
+			res, err := patch(t, dir, "prog", nil)
+			if c.function == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				var names []string
+				for _, f := range res.Functions {
+					names = append(names, f.Name)
+				}
+				sort.Strings(names)
+				if got := strings.Join(names, ","); got != "say,step" {
+					t.Errorf("replaced %s, want say,step", got)
+				}
+				return
+			}
+			var me *build.MismatchError
+			if !errors.As(err, &me) || me.Function != c.function || !strings.Contains(err.Error(), c.detail) {
+				t.Fatalf("want a mismatch in %s naming %s, got %v", c.function, c.detail, err)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+}

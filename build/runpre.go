@@ -24,8 +24,9 @@ import (
 // target address of every symbol a checked field referred to. The
 // instruction-level rules are the machine's (runPreAMD64, runPreARM64).
 func (b *builder) runPre(u *unit, fn *symbol, tgt []byte, tgtAddr uint64) (map[*symbol]uint64, error) {
-	c := &preCheck{b: b, u: u, fn: fn, sec: fn.sec, base: fn.value, tgtAddr: tgtAddr, observed: map[*symbol]uint64{}}
-	if err := u.orig.mach.runPre(c, fn.sec.data[fn.value:fn.value+fn.size], tgt); err != nil {
+	obj := fn.sec.data[fn.value : fn.value+fn.size]
+	c := &preCheck{b: b, u: u, fn: fn, sec: fn.sec, base: fn.value, tgtAddr: tgtAddr, obj: obj, tgt: tgt, observed: map[*symbol]uint64{}}
+	if err := u.orig.mach.runPre(c, obj, tgt); err != nil {
 		return nil, err
 	}
 	return c.observed, nil
@@ -39,7 +40,21 @@ type preCheck struct {
 	sec      *section
 	base     uint64 // the function's offset in its section
 	tgtAddr  uint64 // the target function's address
+	obj, tgt []byte // the two functions' code
 	observed map[*symbol]uint64
+	entries  []tableEntry // jump-table entries, checked once the instructions correspond
+}
+
+// tableEntry is one entry of a jump table the function refers to: where
+// the original build's entry leads in the function, and where the
+// target's leads.
+type tableEntry struct {
+	at      int    // the instruction that refers to the table
+	table   string // for messages: the table's section and offset
+	index   int
+	objDest int    // offset in the function
+	tgtDest uint64 // address in the target; with adr >= 0, relative to the ADR's destination
+	adr     int    // aarch64: the original's ADR whose target counterpart gives the entries' base; else -1
 }
 
 func (c *preCheck) fail(off int, format string, args ...any) error {
@@ -86,16 +101,21 @@ func (c *preCheck) checkSym(off int, r reloc, addr uint64) error {
 		return nil
 	}
 	if t.sec.merge() {
-		want := cstring(t.sec, t.value)
+		// The string or constant referred to: at a named label (x86-64's
+		// .LC), or at an offset into the section, whose symbol the
+		// assembler names instead (aarch64). A field followed by an
+		// immediate has an addend short of the label (x86-64): the label.
+		in := uint64(max(d+r.cls.pcAdjust, 0))
+		want := cstring(t.sec, t.value+in)
 		if !t.sec.strings() {
-			want = t.sec.bytesAt(t.value, max(t.sec.entsize, 1))
+			want = t.sec.bytesAt(t.value+in, max(t.sec.entsize, 1))
 		}
-		if got, ok := b.tgt.read(tAddr, uint64(len(want))); !ok || !bytes.Equal(got, want) {
+		if got, ok := b.tgt.read(tAddr+in, uint64(len(want))); !ok || !bytes.Equal(got, want) {
 			return fail(off, "refers to constant %q, the target's bytes there differ", want)
 		}
 		return nil
 	}
-	if err := c.checkContents(off, t, tAddr); err != nil {
+	if err := c.checkContents(off, t, d+r.cls.pcAdjust, tAddr); err != nil {
 		return err
 	}
 	if t.typ == elf.STT_SECTION || generatedConst(t) {
@@ -122,10 +142,16 @@ func (c *preCheck) checkSym(off int, r reloc, addr uint64) error {
 // target's bytes where its code points: a compiler-made table (CSWTCH, a
 // jump table reached through its section) is not bound to the target but
 // copied into the patch, so only its contents say whether the target's
-// code reads the same values. A section symbol stands for the whole
-// section, which the linker copies as it is; a named object for its own
-// bytes. Fields a relocation fills are not compared.
-func (c *preCheck) checkContents(off int, t *symbol, tAddr uint64) error {
+// code reads the same values. A named object is compared whole; through a
+// section symbol, the anonymous data at the offset referred to (in, from
+// the symbol), up to the next named symbol or place another relocation
+// refers to (another function's jump table, say). Fields a relocation
+// fills are not compared, except the entries of a jump table, which are
+// code addresses: those of the function's own tables (relocated on
+// x86-64, offsets from an ADR's destination on aarch64) are checked
+// through the instruction correspondence once the code has been matched
+// (checkTables), since padding may move the code they lead to.
+func (c *preCheck) checkContents(off int, t *symbol, in int64, tAddr uint64) error {
 	sec := t.sec
 	if sec == nil || sec.data == nil || !sec.alloc() || sec.write() || sec.exec() || sec.tls() || sec.merge() {
 		return nil
@@ -135,30 +161,161 @@ func (c *preCheck) checkContents(off int, t *symbol, tAddr uint64) error {
 		hi = min(t.value+t.size, hi)
 	}
 	if t.typ == elf.STT_SECTION {
-		lo = 0
+		lo = uint64(max(in, 0))
+		hi = regionEnd(sec, lo)
 	}
 	if lo >= hi {
 		return nil
 	}
-	got, ok := c.b.tgt.read(tAddr, hi-lo)
+	at := tAddr + lo - t.value // the target's address of lo
+	name := t.name
+	if t.typ == elf.STT_SECTION {
+		name = fmt.Sprintf("section %s+%#x", sec.name, lo)
+	}
+	got, ok := c.b.tgt.read(at, hi-lo)
 	if !ok {
-		return c.fail(off, "refers to %s, which is not in a loaded segment of the target at %#x", t.name, tAddr)
+		return c.fail(off, "refers to %s, which is not in a loaded segment of the target at %#x", name, at)
 	}
 	want := append([]byte(nil), sec.data[lo:hi]...)
 	got = append([]byte(nil), got...)
-	for _, r := range sec.relocs {
-		for k := r.off; k < r.off+uint64(max(r.cls.size, 0)); k++ {
+	mask := func(k, n uint64) {
+		for ; n > 0; k, n = k+1, n-1 {
 			if k >= lo && k < hi {
 				want[k-lo], got[k-lo] = 0, 0
 			}
 		}
 	}
-	if !bytes.Equal(want, got) {
-		name := t.name
-		if t.typ == elf.STT_SECTION {
-			name = "section " + sec.name
+	for _, r := range sec.relocs {
+		if r.off < lo || r.off >= hi {
+			continue
 		}
-		return c.fail(off, "refers to read-only data %s, whose contents differ in the target at %#x", name, tAddr)
+		if r.sym.sec == c.sec {
+			c.tableEntryAMD64(off, name, r, lo, at, got[r.off-lo:])
+		}
+		mask(r.off, uint64(max(r.cls.size, 0)))
+	}
+	if t.typ == elf.STT_SECTION && c.u.orig.mach.em == elf.EM_AARCH64 {
+		if d, ok := c.dispatchFor(off); ok {
+			n := 0
+			for k := lo; k+d.size <= hi; k += d.size {
+				e := a64Entry(sec.data[k:], d)
+				ev := a64Entry(got[k-lo:], d)
+				dest := d.anchor + int(e)
+				if dest < 0 || dest > len(c.obj) {
+					// No entry of this function's (padding or other
+					// data): compared as it is.
+					continue
+				}
+				c.entries = append(c.entries, tableEntry{at: off, table: name, index: n, objDest: dest, tgtDest: uint64(ev), adr: d.at + 4})
+				mask(k, d.size)
+				n++
+			}
+		}
+	}
+	if !bytes.Equal(want, got) {
+		return c.fail(off, "refers to read-only data %s, whose contents differ in the target at %#x", name, at)
+	}
+	return nil
+}
+
+// regionEnd is where anonymous data at lo of sec ends: at the next named
+// symbol, at the next place a relocation of the object refers to, or at
+// the section's end.
+func regionEnd(sec *section, lo uint64) uint64 {
+	hi := uint64(len(sec.data))
+	for _, s := range sec.syms {
+		if s.value > lo && s.value < hi {
+			hi = s.value
+		}
+	}
+	for _, os := range sec.obj.secs {
+		if os == nil {
+			continue
+		}
+		for _, r := range os.relocs {
+			if r.sym == nil || r.sym.sec != sec {
+				continue
+			}
+			if p := int64(r.sym.value) + r.pointsAt(); p > int64(lo) && uint64(p) < hi {
+				hi = uint64(p)
+			}
+		}
+	}
+	return hi
+}
+
+// tableEntryAMD64 records an x86-64 jump-table entry, a relocation against
+// the function's own section in a table at lo (the target's copy at tbl,
+// whose bytes at the entry are field): gcc's PC-relative entries (.long
+// .Lcase-.Ltable, R_X86_64_PC32) hold the distance from the table, absolute
+// ones (.quad .Lcase, R_X86_64_64; R_X86_64_32S) the address.
+func (c *preCheck) tableEntryAMD64(at int, table string, r reloc, lo, tbl uint64, field []byte) {
+	if c.u.orig.mach.em != elf.EM_X86_64 {
+		return
+	}
+	dest := int64(r.sym.value) + r.addend
+	var tgtDest uint64
+	switch elf.R_X86_64(r.typ) {
+	case elf.R_X86_64_PC32:
+		if len(field) < 4 {
+			return
+		}
+		// In the object: .Lcase - .Ltable = S + A - P, with the table at lo.
+		dest -= int64(r.off - lo)
+		tgtDest = tbl + uint64(le32s(field))
+	case elf.R_X86_64_64:
+		v, ok := c.b.tgt.gotValue(tbl + r.off - lo)
+		if !ok {
+			return
+		}
+		tgtDest = v
+	case elf.R_X86_64_32S:
+		if len(field) < 4 {
+			return
+		}
+		tgtDest = uint64(le32s(field))
+	case elf.R_X86_64_32:
+		if len(field) < 4 {
+			return
+		}
+		tgtDest = uint64(binary.LittleEndian.Uint32(field))
+	default:
+		return
+	}
+	c.entries = append(c.entries, tableEntry{at: at, table: table, index: int(r.off-lo) / max(r.cls.size, 1), objDest: int(dest) - int(c.base), tgtDest: tgtDest, adr: -1})
+}
+
+// checkTables checks that every jump-table entry leads to the target's
+// instruction that corresponds to the original's (objToTgt, with skip
+// passing the machine's padding).
+func (c *preCheck) checkTables(objToTgt map[int]int, skip func([]byte, int) int) error {
+	for _, e := range c.entries {
+		dest := e.tgtDest
+		if e.adr >= 0 {
+			j, ok := objToTgt[e.adr]
+			if !ok || j+4 > len(c.tgt) || !isADR(binary.LittleEndian.Uint32(c.tgt[j:])) {
+				return c.fail(e.at, "jump table %s: the target has no ADR for the table's base", e.table)
+			}
+			dest = c.tgtAddr + uint64(j) + uint64(a64ADRImm(binary.LittleEndian.Uint32(c.tgt[j:]))) + e.tgtDest
+		}
+		if e.objDest < 0 || e.objDest > len(c.obj) {
+			return c.fail(e.at, "jump table %s: entry %d leads out of the function (+%#x)", e.table, e.index, e.objDest)
+		}
+		od := skip(c.obj, e.objDest)
+		tj, ok := objToTgt[od]
+		if od == len(c.obj) {
+			tj, ok = len(c.tgt), true
+		}
+		if !ok {
+			return c.fail(e.at, "jump table %s: entry %d leads to +%#x, which is not an instruction of the target's function", e.table, e.index, e.objDest)
+		}
+		got := int(dest - c.tgtAddr)
+		if got >= 0 && got <= len(c.tgt) {
+			got = skip(c.tgt, got)
+		}
+		if got != tj {
+			return c.fail(e.at, "jump table %s: entry %d leads to %#x in the target, the original build's case corresponds to %#x", e.table, e.index, dest, c.tgtAddr+uint64(tj))
+		}
 	}
 	return nil
 }
@@ -340,7 +497,7 @@ func runPreAMD64(c *preCheck, obj, tgt []byte) error {
 			return fail(p.at, "branch goes to %#x in the target, the original build's destination corresponds to %#x", p.tgtDest, tgtAddr+uint64(tj))
 		}
 	}
-	return nil
+	return c.checkTables(objToTgt, skipNops)
 }
 
 func localFile(s *symbol, file string) string {
