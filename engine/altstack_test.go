@@ -21,7 +21,7 @@ func TestBusyOnAlternateStack(t *testing.T) {
 	bin := build(t, "altstack", "target.c", "altstack")
 	spec := fixture.Pack(t, bin, object(t, "altstack", "compute_v2.c"), "alt-fix", "compute=compute_v2")
 	p := fixture.Start(t, bin)
-	p.WaitFor(t, 0, "waiting in compute", waitLine)
+	p.WaitFor(t, 0, "spinning in compute", waitLine)
 	if err := syscall.Kill(p.PID, syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}

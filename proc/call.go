@@ -39,6 +39,7 @@ func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duratio
 	}
 	return p.do(func() error {
 		saved := t.Regs
+		vector := saveVectorState(t.TID)
 		call := saved
 		if err := call.setCall(entry, sp, args); err != nil {
 			return &Error{Op: "remote call", TID: t.TID, Err: err}
@@ -118,6 +119,9 @@ func (p *Process) Call(t *Thread, entry, sp, marker uint64, timeout time.Duratio
 			return &Error{Op: "restore registers", TID: t.TID, Err: err}
 		}
 		t.Regs = saved
+		if err := restoreVectorState(t.TID, vector); err != nil {
+			return &Error{Op: "restore registers", TID: t.TID, Err: err}
+		}
 		return p.park(t)
 	})
 }

@@ -501,9 +501,11 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 			return err
 		}
 		var saved, call Regs
+		var vector []byte
 		hijack := false
 		inject := func() error {
 			saved = t.Regs
+			vector = saveVectorState(t.TID)
 			// A thread stopped in an interrupted call: let the kernel
 			// restart it and run the injected call at its entry instead.
 			// Only then has the kernel put back the mask that ppoll and
@@ -583,6 +585,11 @@ func (p *Process) Syscall(t *Thread, nr uint64, args ...uint64) (uint64, error) 
 		}
 		restored = true
 		t.Regs = saved // syscallStop may have changed how the thread resumes
+		// At the syscall exit, past the entry that discarded it: a signal
+		// delivered while parking saves the thread's own state.
+		if err := restoreVectorState(t.TID, vector); err != nil {
+			return &Error{Op: "restore registers", TID: t.TID, Err: err}
+		}
 		return p.park(t)
 	})
 	return ret, err
