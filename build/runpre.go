@@ -196,8 +196,15 @@ func (c *preCheck) checkContents(off int, t *symbol, in int64, tAddr uint64) err
 	}
 	if t.typ == elf.STT_SECTION && c.u.orig.mach.em == elf.EM_AARCH64 {
 		if d, ok := c.dispatchFor(off); ok {
+			relocated := map[uint64]bool{}
+			for _, r := range sec.relocs {
+				relocated[r.off] = true
+			}
 			n := 0
-			for k := lo; k+d.size <= hi; k += d.size {
+			for k := lo; k+d.size <= hi; k, n = k+d.size, n+1 {
+				if relocated[k] {
+					continue // masked above
+				}
 				e := a64Entry(sec.data[k:], d)
 				ev := a64Entry(got[k-lo:], d)
 				dest := d.anchor + int(e)
@@ -208,7 +215,6 @@ func (c *preCheck) checkContents(off int, t *symbol, in int64, tAddr uint64) err
 				}
 				c.entries = append(c.entries, tableEntry{at: off, table: name, index: n, objDest: dest, tgtDest: uint64(ev), adr: d.at + 4})
 				mask(k, d.size)
-				n++
 			}
 		}
 	}
