@@ -24,6 +24,14 @@ import (
 //
 // The records in __reserved are one fpsimd_context (magic, size 528, fpsr,
 // fpcr, vregs[32] of 128 bits) and a terminating null record.
+// Where rt_sigreturn finds the interrupted context in an arm64 signal
+// frame, from the frame's start (the stack pointer at the trampoline).
+const (
+	ARM64SigFrameRegs = a64SFRegs // x0..x30
+	ARM64SigFrameSP   = a64SFSP
+	ARM64SigFramePC   = a64SFPC
+)
+
 const (
 	ARM64SigFrameSize = 4688
 

@@ -1,6 +1,10 @@
 package consistency
 
-import "debug/elf"
+import (
+	"debug/elf"
+
+	"github.com/hotpatch/hotpatch/arch"
+)
 
 // MaxRegs bounds the DWARF register numbers an Arch may track.
 const MaxRegs = 64
@@ -37,6 +41,9 @@ type Arch struct {
 	// They are cleared from every return address, link register value and
 	// scanned stack word before it is compared with the ranges.
 	PACMask uint64
+	// SigFrame, when set, is used to unwind through a signal trampoline
+	// instead of its CFI.
+	SigFrame *SigFrameLayout
 }
 
 // codeAddr strips a pointer authentication code from a code address.
@@ -68,6 +75,27 @@ var ARM64 = &Arch{
 	SyscallLen: 4, // svc #0
 	// x19..x29 and sp.
 	CalleeSaved: 0x7ff<<19 | 1<<31,
+	// The vDSO's __kernel_rt_sigreturn: mov x8, #139; svc #0. Its CFI
+	// restores only x29 and x30 (the interrupted LR, not the PC), so the
+	// interrupted context is read from the signal frame instead.
+	SigFrame: &SigFrameLayout{
+		Trampoline: []byte{0x68, 0x11, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4},
+		Regs:       arch.ARM64SigFrameRegs, NumRegs: 31,
+		SP: arch.ARM64SigFrameSP, PC: arch.ARM64SigFramePC,
+	},
+}
+
+// SigFrameLayout says where a signal frame holds the interrupted context,
+// for architectures whose signal trampoline's CFI does not describe it.
+type SigFrameLayout struct {
+	// Trampoline is the code at the return address of a signal handler.
+	Trampoline []byte
+	// Regs is the offset from the frame's start (the stack pointer at the
+	// trampoline) of registers 0..NumRegs-1; SP and PC those of the
+	// interrupted stack pointer and program counter.
+	Regs    uint64
+	NumRegs int
+	SP, PC  uint64
 }
 
 // raIsRegister reports whether the return-address column is a real register

@@ -1,6 +1,7 @@
 package consistency
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sort"
@@ -378,10 +379,16 @@ type stepResult struct {
 func (w *walker) step(regs *regSet, pc, lookup, sp uint64, interrupted bool) (st stepResult, err error) {
 	a := w.arch
 	m := w.mods.Lookup(lookup)
+	var r *row
+	if m != nil {
+		r = m.row(lookup)
+	}
+	if a.SigFrame != nil && !interrupted && (m == nil || r.err != nil || r.signal) && w.atTrampoline(pc) {
+		return w.sigFrame(regs, sp)
+	}
 	if m == nil {
 		return st, fmt.Errorf("pc %#x: no module: %w", pc, ErrNoCFI)
 	}
-	r := m.row(lookup)
 	if r.err != nil {
 		return st, r.err
 	}
@@ -507,6 +514,43 @@ func (w *walker) step(regs *regSet, pc, lookup, sp uint64, interrupted bool) (st
 		return st, fmt.Errorf("pc %#x: caller SP %#x: %w", pc, newSP, errOutsideStack)
 	}
 	*regs = next
+	return st, nil
+}
+
+// atTrampoline reports whether pc is the architecture's signal trampoline,
+// read from the process (the vDSO's code is not in any file).
+func (w *walker) atTrampoline(pc uint64) bool {
+	code := w.arch.SigFrame.Trampoline
+	buf := make([]byte, len(code))
+	n, err := w.stack.mem.ReadAt(buf, pc)
+	return err == nil && n == len(buf) && bytes.Equal(buf, code)
+}
+
+// sigFrame unwinds a signal handler's return into its trampoline: the
+// interrupted context, every register and the exact PC, is read from the
+// signal frame at sp.
+func (w *walker) sigFrame(regs *regSet, sp uint64) (st stepResult, err error) {
+	a, sf := w.arch, w.arch.SigFrame
+	var next regSet
+	for i := 0; i < sf.NumRegs && i < a.NumRegs; i++ {
+		v, err := w.stack.word(sp + sf.Regs + uint64(i*a.PtrSize))
+		if err != nil {
+			return st, fmt.Errorf("signal frame at %#x: %w", sp, err)
+		}
+		next.set(uint64(i), v)
+	}
+	newSP, err := w.stack.word(sp + sf.SP)
+	if err != nil {
+		return st, fmt.Errorf("signal frame at %#x: %w", sp, err)
+	}
+	pc, err := w.stack.word(sp + sf.PC)
+	if err != nil {
+		return st, fmt.Errorf("signal frame at %#x: %w", sp, err)
+	}
+	next.set(a.SP, newSP)
+	*regs = next
+	st.ra, st.signal = a.codeAddr(pc), true
+	st.otherStack = newSP < w.stack.lo || newSP >= w.stack.hi
 	return st, nil
 }
 
