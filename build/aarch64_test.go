@@ -340,10 +340,18 @@ func TestWrapperAnalysisCompile(t *testing.T) {
 	if own := sections(orig.Copy); !own[".text.get"] || !own[".data"] || own[".data.a"] {
 		t.Errorf("the build's own object should have function sections and one .data: %v", own)
 	}
-	if orig.Analysis == "" {
-		t.Fatal("no analysis object for the original build")
+	// The analysis compile is recorded, and run by the builder only for
+	// the sources the fixed build compiles again.
+	if orig.Analysis != "" || len(orig.AnalysisArgs) == 0 {
+		t.Fatalf("the original build should record its analysis compile, not run it: %+v", orig)
 	}
-	if an := sections(orig.Analysis); !an[".text.get"] || !an[".data.a"] || !an[".data.b"] {
+	analysis := filepath.Join(t.TempDir(), "a.analysis.o")
+	cmd := exec.Command(orig.Compiler, append(orig.AnalysisArgs, "-o", analysis)...)
+	cmd.Dir, cmd.Env = orig.Dir, orig.Env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("analysis compile: %v\n%s", err, out)
+	}
+	if an := sections(analysis); !an[".text.get"] || !an[".data.a"] || !an[".data.b"] {
 		t.Errorf("the analysis object should have a section per variable: %v", an)
 	}
 	patched := compile("patched")
@@ -537,4 +545,68 @@ func TestARM64RunPreStringsAndTables(t *testing.T) {
 	t.Parallel()
 	needCross(t)
 	runPreStringsAndTables(t, crossTree, crossPatch)
+}
+
+// The original build's analysis objects are compiled after the fixed
+// build, only for the sources it compiled again, from the sources as they
+// were: genheader's fix changes scale.txt, from which the build makes
+// gen.h (already made in the user's tree, so the fixed build writes it
+// again), and util.c, which includes version.h, written again by every
+// build. compute changes only through gen.h's old and new SCALE.
+func TestARM64AnalysisCompilesAfterFixedBuild(t *testing.T) {
+	needCross(t)
+	dir := crossTree(t, "genheader")
+	// An object the fix does not touch: compiled once, never for analysis.
+	if err := os.WriteFile(filepath.Join(dir, "other.c"), []byte("int other(int x) { return x + 1; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(t.TempDir(), "work")
+	res, err := crossPatch(t, dir, "prog", func(o *build.Options) {
+		o.BuildCmd = "make && { test -f other.o || $CC -O2 -c other.c; }"
+		o.WorkDir, o.KeepWork = work, true
+	})
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	checkARM64Patch(t, res, filepath.Join(dir, "prog"))
+	if got := strings.Join(functionNames(res), ","); got != "compute,offset" {
+		t.Errorf("replaced %s, want compute,offset", got)
+	}
+	if res.AnalysisCompile <= 0 {
+		t.Errorf("no analysis compiles timed")
+	}
+	objs, err := filepath.Glob(filepath.Join(work, "log-original", "objects", "*.analysis.o"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, o := range objs {
+		names = append(names, strings.SplitN(filepath.Base(o), "-", 2)[0])
+	}
+	sort.Strings(names)
+	if got := strings.Join(names, ","); got != "main.c,util.c" {
+		t.Errorf("analysis objects of the original build: %s, want main.c,util.c", got)
+	}
+	// The tree is left as the fixed build made it.
+	if data, err := os.ReadFile(filepath.Join(work, "src", "gen.h")); err != nil || string(data) != "#define SCALE 5\n" {
+		t.Errorf("gen.h after the build: %q, %v", data, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(work, "src", "util.c")); err != nil || !strings.Contains(string(data), "VERSION + 1") {
+		t.Errorf("util.c after the build: %q, %v", data, err)
+	}
+}
+
+// A file the fixed build writes again, that an analysis compile reads and
+// whose content before the fix is nowhere (written outside the tree's
+// copy, here by the build into a directory outside it), stops the build.
+func TestARM64AnalysisCompileInputLost(t *testing.T) {
+	needCross(t)
+	dir := crossTree(t, "body")
+	inc := t.TempDir()
+	res, err := crossPatch(t, dir, "prog", func(o *build.Options) {
+		o.BuildCmd = "echo '#define EXTRA 1' > " + inc + "/extra.h && make CFLAGS='-O2 -include " + inc + "/extra.h'"
+	})
+	if err == nil || !errors.Is(err, build.ErrUnsupported) || !strings.Contains(err.Error(), "extra.h") {
+		t.Fatalf("want ErrUnsupported naming extra.h, got %v, %v", res, err)
+	}
 }

@@ -75,7 +75,10 @@ type Result struct {
 	Bindings  []string // references to the target's local symbols
 
 	OriginalBuild, PatchedBuild, Analysis time.Duration
-	WorkDir                               string
+	// AnalysisCompile is the time of the original build's analysis
+	// compiles of the sources the fixed build compiled again (aarch64).
+	AnalysisCompile time.Duration
+	WorkDir         string
 }
 
 type builder struct {
@@ -158,7 +161,9 @@ func sanitizeID(s string) string {
 
 // buildTwice copies the tree, builds it, applies the fix and builds again.
 // The second build is incremental, as after any source change, so only
-// what the fix touches is compiled twice.
+// what the fix touches is compiled twice. Where the machine has analysis
+// flags, the original build's analysis compiles of those sources follow
+// (analysiscc.go).
 func (b *builder) buildTwice(ctx context.Context, work string, res *Result) (orig, patched []CompileRecord, err error) {
 	tree := filepath.Join(work, "src")
 	b.tree = tree
@@ -176,6 +181,12 @@ func (b *builder) buildTwice(ctx context.Context, work string, res *Result) (ori
 			return nil, nil, err
 		}
 	}
+	// The builder tells the files the original build writes by their
+	// mtimes, which the file system's clock gives.
+	buildStart, err := fsNow(work)
+	if err != nil {
+		return nil, nil, err
+	}
 	start := time.Now()
 	if err := b.runBuild(ctx, "original", tree, append(env, EnvLogDir+"="+origLog, EnvStage+"=original")); err != nil {
 		return nil, nil, err
@@ -188,6 +199,12 @@ func (b *builder) buildTwice(ctx context.Context, work string, res *Result) (ori
 		return nil, nil, fmt.Errorf("%w: the build compiled nothing through the wrapper (does it ignore CC and PATH, or was the tree already built out of tree?)", ErrUnsupported)
 	}
 	newest := newestOutput(orig)
+	var pre *preFix
+	if needsAnalysisCompiles(orig) {
+		if pre, err = b.snapshotTree(buildStart); err != nil {
+			return nil, nil, fmt.Errorf("record the tree before the fix: %w", err)
+		}
+	}
 	if err := b.diff.Apply(tree); err != nil {
 		return nil, nil, err
 	}
@@ -228,6 +245,13 @@ func (b *builder) buildTwice(ctx context.Context, work string, res *Result) (ori
 			continue
 		}
 		return nil, nil, fmt.Errorf("%w: the fixed build did not compile %s again (a sub-build guarded by a stamp file?); clean that part of the tree, e.g. make distclean, and build again", ErrUnsupported, f.Path)
+	}
+	if pre != nil {
+		start = time.Now()
+		if err := b.analysisCompiles(ctx, orig, patched, pre); err != nil {
+			return nil, nil, err
+		}
+		res.AnalysisCompile = time.Since(start)
 	}
 	return orig, patched, nil
 }

@@ -30,7 +30,9 @@
 // Targets may be x86-64 or aarch64 (Options.CC names the compiler, a
 // cross compiler included); what differs between the two, relocation
 // classes, compiler flags, run-pre rules and PLT layout, is in one table
-// per machine (machine.go).
+// per machine (machine.go). On aarch64 the objects compared are a second,
+// anchor-free compile of each source, which runs after the fixed build and
+// only for the objects that build compiled again (analysiscc.go).
 //
 // The result is packed with patchfile.Pack, carrying the target's
 // build-id, the hash of every replaced function and, in Metadata.Builder,

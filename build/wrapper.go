@@ -25,8 +25,10 @@ const (
 	EnvMachine = "HOTPATCH_CC_MACHINE"
 	// EnvStage is "original" or "patched": which of the two builds runs.
 	// Where the machine has analysis flags, the original build compiles
-	// each source twice (as the target was, and for analysis) and the
-	// patched build only for analysis.
+	// each source as the target was and records the analysis compile
+	// (CompileRecord.AnalysisArgs), which the builder runs after the fixed
+	// build for the sources that build compiled again; the patched build
+	// compiles only for analysis.
 	EnvStage = "HOTPATCH_CC_STAGE"
 )
 
@@ -49,13 +51,20 @@ type CompileRecord struct {
 	Output string `json:"output"` // absolute path of the object it wrote
 	Copy   string `json:"copy"`   // the object as compiled, kept in the log directory
 	// Analysis is the same source compiled with the machine's analysis
-	// flags (AnalysisFlagsFor), when they differ from the build's own.
-	Analysis string   `json:"analysis,omitempty"`
-	Lang     string   `json:"lang"`     // "c", "c++" or "asm"
-	Compiler string   `json:"compiler"` // the real compiler
-	Args     []string `json:"args"`     // the arguments as given, without ExtraFlags
-	LTO      bool     `json:"lto,omitempty"`
-	Time     int64    `json:"time"` // when the compile ended, in Unix nanoseconds
+	// flags (AnalysisFlagsFor), when they differ from the build's own and
+	// the builder has compiled it.
+	Analysis string `json:"analysis,omitempty"`
+	// AnalysisArgs are the arguments of that compile without its output
+	// (the compiler is Compiler, run in Dir with Env): the original build
+	// records them and the builder runs them only for the sources the
+	// fixed build compiled again (analysiscc.go).
+	AnalysisArgs []string `json:"analysis_args,omitempty"`
+	Env          []string `json:"env,omitempty"`
+	Lang         string   `json:"lang"`     // "c", "c++" or "asm"
+	Compiler     string   `json:"compiler"` // the real compiler
+	Args         []string `json:"args"`     // the arguments as given, without ExtraFlags
+	LTO          bool     `json:"lto,omitempty"`
+	Time         int64    `json:"time"` // when the compile ended, in Unix nanoseconds
 }
 
 // options that take a separate argument.
@@ -296,15 +305,14 @@ func WrapperMain(name string, args []string, stdout, stderr io.Writer) int {
 		}
 		rec.Copy = copyPath
 		if len(analysis) > 0 {
-			rec.Analysis = strings.TrimSuffix(copyPath, ".o") + ".analysis.o"
+			// Compiled later, and only if the fixed build compiles the
+			// source again (builder.analysisCompiles).
 			cargs := append(append(append([]string(nil), p.keepForC...), extra...), analysis...)
 			if p.xlangs[i] != "" {
 				cargs = append(cargs, "-x", p.xlangs[i])
 			}
-			cargs = append(cargs, "-c", src, "-o", rec.Analysis)
-			if code := run(real, cargs, stdout, stderr); code != 0 {
-				return code
-			}
+			rec.AnalysisArgs = append(cargs, "-c", src)
+			rec.Env = compileEnv()
 		}
 		rec.Time = time.Now().UnixNano()
 		data, _ := json.Marshal(rec)
@@ -315,6 +323,20 @@ func WrapperMain(name string, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// compileEnv is the wrapper's environment without the wrapper's own
+// variables and the ones that make gcc write a dependency file for make.
+func compileEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case EnvLogDir, EnvRealCompiler, EnvMachine, EnvStage, "DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
 
 func run(name string, args []string, stdout, stderr io.Writer) int {

@@ -77,8 +77,11 @@ not $CXX.`,
 			if len(res.Meta.CVEs) > 0 {
 				fmt.Fprintf(w, "  fixes %s\n", strings.Join(res.Meta.CVEs, ", "))
 			}
-			fmt.Fprintf(w, "  original build %v, patched build %v, analysis %v\n", res.OriginalBuild.Round(time.Millisecond),
-				res.PatchedBuild.Round(time.Millisecond), res.Analysis.Round(time.Millisecond))
+			fmt.Fprintf(w, "  original build %v, patched build %v", res.OriginalBuild.Round(time.Millisecond), res.PatchedBuild.Round(time.Millisecond))
+			if res.AnalysisCompile > 0 {
+				fmt.Fprintf(w, ", analysis compiles %v", res.AnalysisCompile.Round(time.Millisecond))
+			}
+			fmt.Fprintf(w, ", analysis %v\n", res.Analysis.Round(time.Millisecond))
 			return nil
 		},
 	}

@@ -1,0 +1,6 @@
+#include "version.h"
+
+int offset(void)
+{
+	return VERSION;
+}
