@@ -753,36 +753,6 @@ func lineShiftARM64(p, o []byte, moved func(a, b int64) bool) bool {
 	return true
 }
 
-// pltEntriesARM64 finds the PLT entries: ADRP x16, page; LDR x17, [x16,
-// #lo12]; ADD x16, x16, #lo12; BR x17, preceded by BTI c in a BTI PLT.
-// PLT0 has the same pair after STP x16, x30.
-func pltEntriesARM64(f *elf.File) map[uint64]uint64 {
-	out := map[uint64]uint64{}
-	le := binary.LittleEndian
-	for _, sec := range f.Sections {
-		if sec.Name != ".plt" && sec.Name != ".iplt" {
-			continue
-		}
-		code, err := sec.Data()
-		if err != nil {
-			continue
-		}
-		for i := 0; i+8 <= len(code); i += 4 {
-			w0, w1 := le.Uint32(code[i:]), le.Uint32(code[i+4:])
-			if !isADRP(w0) || w0&0x1f != 16 || w1&0xffc003ff != 0xf9400211 {
-				continue
-			}
-			addr := sec.Addr + uint64(i)
-			slot := addr&^0xfff + uint64(a64ADRImm(w0)<<12) + uint64(w1>>10&0xfff)*8
-			out[addr] = slot
-			if i >= 4 && le.Uint32(code[i-4:]) == a64BTIC {
-				out[addr-4] = slot
-			}
-		}
-	}
-	return out
-}
-
 // a64Clobberable are the registers a caller may keep across a call to a
 // function gcc has seen not to write them: x0-x18 (x16 and x17 included,
 // although a veneer may use them) and v0-v31 (v8-v15 are preserved only

@@ -27,8 +27,6 @@ type machine struct {
 	// lineShift reports whether two equally long functions differ only in
 	// immediate operands a -> b for which moved(a, b) holds.
 	lineShift func(p, o []byte, moved func(a, b int64) bool) bool
-	// pltEntries maps each PLT entry of f to the GOT slot it jumps through.
-	pltEntries func(f *elf.File) map[uint64]uint64
 
 	// regWrites returns the registers a code section certainly and
 	// possibly writes, and whether it calls through a register; nil where
@@ -77,7 +75,6 @@ var (
 		extraFlags: []string{"-ffunction-sections", "-fdata-sections"},
 		runPre:     runPreAMD64,
 		lineShift:  lineShiftAMD64,
-		pltEntries: pltEntriesAMD64,
 		jumpSlot:   uint32(elf.R_X86_64_JMP_SLOT), globDat: uint32(elf.R_X86_64_GLOB_DAT), relative: uint32(elf.R_X86_64_RELATIVE),
 		tpOff64: uint32(elf.R_X86_64_TPOFF64), tlsDesc: uint32(elf.R_X86_64_TLSDESC),
 		dtpMod64: uint32(elf.R_X86_64_DTPMOD64), dtpOff64: uint32(elf.R_X86_64_DTPOFF64),
@@ -102,7 +99,6 @@ var (
 		analysisFlags: []string{"-fdata-sections", "-fno-section-anchors"},
 		runPre:        runPreARM64,
 		lineShift:     lineShiftARM64,
-		pltEntries:    pltEntriesARM64,
 		regWrites:     regWritesARM64,
 		clobberable:   a64Clobberable,
 		regNames:      regNamesARM64,

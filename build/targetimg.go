@@ -1,7 +1,6 @@
 package build
 
 import (
-	"bytes"
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/hotpatch/hotpatch/target"
-	"golang.org/x/arch/x86/x86asm"
 )
 
 // targetImage is the binary the patch is for.
@@ -111,43 +109,11 @@ func readPLT(f *elf.File, m *machine) (map[uint64]string, map[uint64]string) {
 			slots[r.Offset] = r.Symbol
 		}
 	})
-	for entry, slot := range m.pltEntries(f) {
+	for entry, slot := range target.PLTEntries(f) {
 		// PLT0 or an IFUNC slot: an entry of no name.
 		out[entry] = slots[slot]
 	}
 	return out, slots
-}
-
-// pltEntriesAMD64 finds the entries of .plt, .plt.sec and .plt.got: each
-// is a jmp *slot(%rip), preceded by endbr64 when built for IBT.
-func pltEntriesAMD64(f *elf.File) map[uint64]uint64 {
-	out := map[uint64]uint64{}
-	for _, sec := range f.Sections {
-		if sec.Name != ".plt" && sec.Name != ".plt.sec" && sec.Name != ".plt.got" {
-			continue
-		}
-		code, err := sec.Data()
-		if err != nil {
-			continue
-		}
-		for i := 0; i < len(code); {
-			in, err := x86asm.Decode(code[i:], 64)
-			if err != nil {
-				i++
-				continue
-			}
-			if m, ok := in.Args[0].(x86asm.Mem); in.Op == x86asm.JMP && ok && m.Base == x86asm.RIP {
-				addr := sec.Addr + uint64(i)
-				slot := addr + uint64(in.Len) + uint64(m.Disp)
-				out[addr] = slot
-				if i >= 4 && bytes.Equal(code[i-4:i], []byte{0xf3, 0x0f, 0x1e, 0xfa}) {
-					out[addr-4] = slot
-				}
-			}
-			i += in.Len
-		}
-	}
-	return out
 }
 
 func (t *targetImage) close() { t.f.Close() }

@@ -1,8 +1,11 @@
 package target
 
 import (
+	"bytes"
 	"debug/elf"
 	"encoding/binary"
+
+	"golang.org/x/arch/x86/x86asm"
 )
 
 // Calls through the PLT. An IFUNC that no IRELATIVE relocation resolved
@@ -46,63 +49,93 @@ func (s *Symbols) PLTEntry(name string) (uint64, bool) {
 	return entry, ok
 }
 
-// loadPLT finds each PLT entry's slot by decoding the entries: the
-// layout differs between linkers and with IBT/BTI, the loads do not.
+// loadPLT records the PLT sections and, for each slot, its first entry.
 func (s *Symbols) loadPLT(f *elf.File) {
 	for _, sec := range f.Sections {
-		if sec.Name != ".plt" && sec.Name != ".plt.sec" {
-			continue
+		if pltSection(f.Machine, sec.Name) {
+			s.plt = append(s.plt, [2]uint64{sec.Addr, sec.Addr + sec.Size})
 		}
-		data, err := sec.Data()
-		if err != nil {
-			continue
-		}
-		s.plt = append(s.plt, [2]uint64{sec.Addr, sec.Addr + sec.Size})
-		switch f.Machine {
-		case elf.EM_X86_64:
-			pltX86(sec.Addr, data, s.pltBySlot)
-		case elf.EM_AARCH64:
-			pltARM64(sec.Addr, data, s.pltBySlot)
+	}
+	for entry, slot := range PLTEntries(f) {
+		if e, ok := s.pltBySlot[slot]; !ok || entry < e {
+			s.pltBySlot[slot] = entry
 		}
 	}
 }
 
-// pltX86 reads 16-byte entries whose indirect jump is `jmp *disp(%rip)`
-// (ff 25), possibly after endbr64 and with a bnd prefix (f2).
-func pltX86(addr uint64, data []byte, bySlot map[uint64]uint64) {
-	for e := 0; e+16 <= len(data); e += 16 {
-		for i := e; i+6 <= e+16; i++ {
-			if data[i] == 0xff && data[i+1] == 0x25 {
-				disp := int32(binary.LittleEndian.Uint32(data[i+2:]))
-				slot := addr + uint64(i) + 6 + uint64(int64(disp))
-				if _, seen := bySlot[slot]; !seen {
-					bySlot[slot] = addr + uint64(e)
-				}
-				break
+func pltSection(m elf.Machine, name string) bool {
+	switch m {
+	case elf.EM_X86_64:
+		return name == ".plt" || name == ".plt.sec" || name == ".plt.got"
+	case elf.EM_AARCH64:
+		return name == ".plt" || name == ".iplt"
+	}
+	return false
+}
+
+// PLTEntries maps each PLT entry of f to the GOT slot it jumps through,
+// found by decoding the entries: their layout differs between linkers and
+// with IBT/BTI, their loads do not. An entry that starts with a landing
+// pad (endbr64, bti c) is listed at the pad and at the load.
+func PLTEntries(f *elf.File) map[uint64]uint64 {
+	out := map[uint64]uint64{}
+	for _, sec := range f.Sections {
+		if !pltSection(f.Machine, sec.Name) {
+			continue
+		}
+		code, err := sec.Data()
+		if err != nil {
+			continue
+		}
+		switch f.Machine {
+		case elf.EM_X86_64:
+			pltAMD64(sec.Addr, code, out)
+		case elf.EM_AARCH64:
+			pltARM64(sec.Addr, code, out)
+		}
+	}
+	return out
+}
+
+// pltAMD64 reads entries whose indirect jump is `jmp *slot(%rip)`,
+// preceded by endbr64 when built for IBT.
+func pltAMD64(addr uint64, code []byte, out map[uint64]uint64) {
+	endbr64 := []byte{0xf3, 0x0f, 0x1e, 0xfa}
+	for i := 0; i < len(code); {
+		in, err := x86asm.Decode(code[i:], 64)
+		if err != nil {
+			i++
+			continue
+		}
+		if m, ok := in.Args[0].(x86asm.Mem); in.Op == x86asm.JMP && ok && m.Base == x86asm.RIP {
+			at := addr + uint64(i)
+			slot := at + uint64(in.Len) + uint64(m.Disp)
+			out[at] = slot
+			if i >= 4 && bytes.Equal(code[i-4:i], endbr64) {
+				out[at-4] = slot
 			}
 		}
+		i += in.Len
 	}
 }
 
 // pltARM64 reads entries made of `adrp x16, slot; ldr x17, [x16, #lo12]`
-// (then add and br x17), possibly after `bti c`.
-func pltARM64(addr uint64, data []byte, bySlot map[uint64]uint64) {
-	const bti = 0xd503245f
-	for i := 0; i+8 <= len(data); i += 4 {
-		adrp := binary.LittleEndian.Uint32(data[i:])
-		ldr := binary.LittleEndian.Uint32(data[i+4:])
+// (then add and br x17), preceded by `bti c` in a BTI PLT. PLT0 has the
+// same pair after `stp x16, x30`.
+func pltARM64(addr uint64, code []byte, out map[uint64]uint64) {
+	const btiC = 0xd503245f
+	le := binary.LittleEndian
+	for i := 0; i+8 <= len(code); i += 4 {
+		adrp, ldr := le.Uint32(code[i:]), le.Uint32(code[i+4:])
 		if adrp&0x9f00001f != 0x90000010 || ldr&0xffc003ff != 0xf9400211 {
 			continue
 		}
-		pc := addr + uint64(i)
-		imm := int64(adrp>>29&3|(adrp>>5&0x7ffff)<<2) << 43 >> 43 // immlo:immhi, sign-extended 21 bits
-		slot := uint64(int64(pc&^0xfff) + imm<<12 + int64(ldr>>10&0xfff)*8)
-		entry := pc
-		if i >= 4 && binary.LittleEndian.Uint32(data[i-4:]) == bti {
-			entry -= 4
-		}
-		if _, seen := bySlot[slot]; !seen {
-			bySlot[slot] = entry
+		at := addr + uint64(i)
+		imm := int64(adrp>>29&3|(adrp>>5&0x7ffff)<<2) << 43 >> 43 // immhi:immlo, sign-extended
+		slot := uint64(int64(at&^0xfff) + imm<<12 + int64(ldr>>10&0xfff)*8)
+		out[at] = slot
+		if i >= 4 && le.Uint32(code[i-4:]) == btiC {
+			out[at-4] = slot
 		}
 	}
 }
