@@ -80,6 +80,7 @@ var ARM64 = &Arch{
 	// interrupted context is read from the signal frame instead.
 	SigFrame: &SigFrameLayout{
 		Trampoline: []byte{0x68, 0x11, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4},
+		InsnAlign:  4,
 		Regs:       arch.ARM64SigFrameRegs, NumRegs: 31,
 		SP: arch.ARM64SigFrameSP, PC: arch.ARM64SigFramePC,
 	},
@@ -90,6 +91,9 @@ var ARM64 = &Arch{
 type SigFrameLayout struct {
 	// Trampoline is the code at the return address of a signal handler.
 	Trampoline []byte
+	// InsnAlign is the size of the trampoline's instructions (its
+	// alignment): where a PC stopped inside it may be.
+	InsnAlign int
 	// Regs is the offset from the frame's start (the stack pointer at the
 	// trampoline) of registers 0..NumRegs-1; SP and PC those of the
 	// interrupted stack pointer and program counter.

@@ -383,7 +383,7 @@ func (w *walker) step(regs *regSet, pc, lookup, sp uint64, interrupted bool) (st
 	if m != nil {
 		r = m.row(lookup)
 	}
-	if a.SigFrame != nil && !interrupted && (m == nil || r.err != nil || r.signal) && w.atTrampoline(pc) {
+	if a.SigFrame != nil && (m == nil || r.err != nil || r.signal) && w.inTrampoline(pc, interrupted) {
 		return w.sigFrame(regs, sp)
 	}
 	if m == nil {
@@ -517,13 +517,24 @@ func (w *walker) step(regs *regSet, pc, lookup, sp uint64, interrupted bool) (st
 	return st, nil
 }
 
-// atTrampoline reports whether pc is the architecture's signal trampoline,
-// read from the process (the vDSO's code is not in any file).
-func (w *walker) atTrampoline(pc uint64) bool {
+// inTrampoline reports whether pc is the architecture's signal trampoline,
+// read from the process (the vDSO's code is not in any file). A return
+// address is its start; an interrupted PC (a thread stopped there after
+// its handler returned, or a signal that arrived then) may be at any of
+// its instructions, with SP still at the signal frame.
+func (w *walker) inTrampoline(pc uint64, interrupted bool) bool {
 	code := w.arch.SigFrame.Trampoline
 	buf := make([]byte, len(code))
-	n, err := w.stack.mem.ReadAt(buf, pc)
-	return err == nil && n == len(buf) && bytes.Equal(buf, code)
+	for off := 0; off < len(code); off += max(w.arch.SigFrame.InsnAlign, 1) {
+		n, err := w.stack.mem.ReadAt(buf, pc-uint64(off))
+		if err == nil && n == len(buf) && bytes.Equal(buf, code) {
+			return true
+		}
+		if !interrupted {
+			break
+		}
+	}
+	return false
 }
 
 // sigFrame unwinds a signal handler's return into its trampoline: the
