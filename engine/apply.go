@@ -807,10 +807,12 @@ func (s *session) mapNear(t *proc.Thread, img *target.Image, size, maxEnd uint64
 
 // versionRanges is the code of an earlier patch's version of a function,
 // which a new patch of it replaces too: the new function and, for a gated
-// site, its stub, from which a thread would enter that version.
+// site, its stub, from which a thread would enter that version. A direct
+// site whose jump leads to stub space rather than to the new function
+// (arm64: `autiasp; B new` after a kept paciasp) counts that stub too.
 func versionRanges(a *arch.Arch, name, id string, st site) []consistency.Range {
 	ranges := []consistency.Range{{Lo: st.New, Hi: st.New + uint64(max(st.NewSize, 1)), Name: name + " (patch " + id + ")"}}
-	if st.Gated {
+	if to, ok := a.JumpTarget(st.Tramp, st.Addr); st.Gated || (ok && to != st.New) {
 		ranges = append(ranges, stubRange(a, st, name+" (stub of "+id+")")...)
 	}
 	return ranges

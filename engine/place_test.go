@@ -109,3 +109,29 @@ func TestVersionRanges(t *testing.T) {
 		}
 	}
 }
+
+// TestVersionRangesDirectStub: an ungated arm64 site of a function that
+// starts with paciasp jumps to stub space holding `autiasp; B new`. A
+// thread stopped at that B is about to enter the earlier version, and
+// stacking must count it as inside.
+func TestVersionRangesDirectStub(t *testing.T) {
+	a := arch.ARM64
+	const at, stub, fresh = 0x555500001004, 0x555400002000, 0x555400003000
+	tramp, err := a.EncodeJump(at, stub, ^uint64(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := site{Gated: false, Addr: at, New: fresh, NewSize: 40, Tramp: tramp}
+	got := versionRanges(a, "compute", "fix-1", st)
+	inside := func(addr uint64) bool {
+		for _, r := range got {
+			if addr >= r.Lo && addr < r.Hi {
+				return true
+			}
+		}
+		return false
+	}
+	if !inside(fresh) || !inside(stub) || !inside(stub+4) {
+		t.Errorf("direct site through a stub: ranges %+v miss the stub at %#x", got, uint64(stub))
+	}
+}
