@@ -363,10 +363,20 @@ func (s *session) completeSwitch(ctx context.Context, r *found, sites []plannedS
 	}
 	var ranges []consistency.Range
 	for i, ps := range sites {
+		st := r.rec.Sites[i]
+		if opts.Consistency == ConsistencyEntry {
+			// As for a fresh apply: only the bytes the jumps overwrite,
+			// and no direct jump, which an old body may branch back into.
+			if !st.Gated {
+				return nil, &FunctionError{Function: ps.fn.Old, Err: ErrEntryUnsafe, Detail: "its site is ungated"}
+			}
+			ranges = append(ranges, consistency.Range{Lo: st.Addr, Hi: st.Addr + uint64(len(st.Tramp)), Name: st.Name + " (entry)"})
+			continue
+		}
 		ranges = append(ranges, ps.ranges...)
 		// The jumps are in place with the gate closed: a thread may be in
 		// a stub, running the displaced instructions of the old version.
-		if st := r.rec.Sites[i]; st.Gated {
+		if st.Gated {
 			ranges = append(ranges, stubRange(s.arch, st, ps.fn.Old+" (stub of "+r.rec.ID+")")...)
 		}
 	}

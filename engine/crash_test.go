@@ -35,7 +35,8 @@ func runEngine(op string) int {
 	case "apply":
 		var spec *patchfile.Spec
 		if spec, err = patchfile.LoadFile(os.Getenv("HOTPATCH_TEST_FILE")); err == nil {
-			_, err = engine.Apply(context.Background(), pid, spec, engine.Options{Timeout: 5 * time.Second})
+			_, err = engine.Apply(context.Background(), pid, spec, engine.Options{Timeout: 5 * time.Second,
+				Consistency: engine.Consistency(os.Getenv("HOTPATCH_TEST_CONSISTENCY"))})
 		}
 	case "revert":
 		_, err = engine.Revert(context.Background(), pid, os.Getenv("HOTPATCH_TEST_ID"), engine.Options{Timeout: 5 * time.Second})

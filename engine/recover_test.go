@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -182,4 +183,34 @@ func TestCompleteRefusesOtherContents(t *testing.T) {
 	if got := p.WaitFor(t, p.Mark(), "compute=", waitLine); !strings.Contains(got, "compute=42 tiny=2 ") {
 		t.Errorf("target runs %q, want the old code", got)
 	}
+}
+
+// TestCompleteArmedPatchInEntryMode: an engine applying with entry
+// consistency died with the patch armed. serve() never returns, so only
+// entry consistency can finish the switch, as it could start it.
+func TestCompleteArmedPatchInEntryMode(t *testing.T) {
+	fixture.Require(t)
+	bin := build(t, "forever", "target.c", "forever")
+	p := fixture.Start(t, bin)
+	p.WaitFor(t, 0, "serve 1 v1", waitLine)
+	file := packFile(t, bin, object(t, "forever", "serve_v2.c"), "serve-fix", "serve=serve_v2")
+	t.Setenv("HOTPATCH_TEST_CONSISTENCY", string(engine.ConsistencyEntry))
+	killedEngine(t, "apply", engine.FaultMidSwitch, p.PID, file, "")
+	if got := statusOf(t, p.PID, "serve-fix"); got != "armed" {
+		t.Fatalf("serve-fix is %q after the engine died mid-switch, want armed", got)
+	}
+	spec := fixture.Pack(t, bin, object(t, "forever", "serve_v2.c"), "serve-fix", "serve=serve_v2")
+	res, err := engine.Apply(context.Background(), p.PID, spec, engine.Options{Timeout: 2 * time.Second, Consistency: engine.ConsistencyEntry})
+	if err != nil {
+		t.Fatalf("completing the armed patch in entry mode: %v", err)
+	}
+	if !res.Completed {
+		t.Errorf("apply did not complete the armed patch: %+v", res)
+	}
+	if got := statusOf(t, p.PID, "serve-fix"); got != "active" {
+		t.Errorf("serve-fix is %q after completing it, want active", got)
+	}
+	mark := p.Mark()
+	p.Stdin.Write([]byte("spawn\n"))
+	p.WaitFor(t, mark, "serve 2 v2", waitLine)
 }
