@@ -696,16 +696,16 @@ func (s *session) boundIFunc(owner *target.Image, sym target.Symbol, images []*t
 	for pass := 0; pass < 2; pass++ {
 		for _, im := range images {
 			is := symsOf(im)
-			slot, lazy, version, ok := is.BoundSlot(sym.Name)
-			if !ok || (version != "" && sym.Version != "" && version != sym.Version) {
-				continue
-			}
 			if pass == 0 {
+				slot, lazy, ok := is.BoundSlot(sym.Name, sym.Version)
+				if !ok {
+					continue
+				}
 				v, err := s.readWord(im.Bias + slot)
 				if err == nil && v != 0 && !(lazy && is.InPLT(v-im.Bias)) {
 					return v, nil
 				}
-			} else if entry, ok := is.PLTEntry(sym.Name); ok {
+			} else if entry, ok := is.PLTEntry(sym.Name, sym.Version); ok {
 				return im.Bias + entry, nil
 			}
 		}

@@ -15,16 +15,31 @@ import (
 // bound; before that, the object's PLT entry for it binds it on first use,
 // exactly as the object's own calls do.
 
+// slotRef is a GOT slot the dynamic linker fills with a symbol's address:
+// bound at load (GLOB_DAT), or lazily on the first call (JUMP_SLOT).
+type slotRef struct {
+	slot uint64
+	lazy bool
+}
+
 // BoundSlot returns the link-time address of this image's GOT slot for
-// name (GLOB_DAT, bound at load, or JUMP_SLOT, bound at load or on the
-// first call), whether it is a lazily bound one, and the symbol version it
-// asks for.
-func (s *Symbols) BoundSlot(name string) (slot uint64, lazy bool, version string, ok bool) {
-	if slot, ok := s.gotSlots[name]; ok {
-		return slot, false, s.slotVersion[slot], true
+// name at version (a slot asking for no version matches any), a GLOB_DAT
+// one, bound at load, before a JUMP_SLOT one, which may be bound at load
+// or on the first call; lazy tells which.
+func (s *Symbols) BoundSlot(name, version string) (slot uint64, lazy, ok bool) {
+	for _, pass := range []bool{false, true} {
+		for _, r := range s.slots[name] {
+			if r.lazy == pass && s.versionMatches(r.slot, version) {
+				return r.slot, r.lazy, true
+			}
+		}
 	}
-	slot, ok = s.jumpSlots[name]
-	return slot, true, s.slotVersion[slot], ok
+	return 0, false, false
+}
+
+func (s *Symbols) versionMatches(slot uint64, version string) bool {
+	v := s.slotVersion[slot]
+	return v == "" || version == "" || v == version
 }
 
 // InPLT reports whether a link-time address lies in this image's PLT: a
@@ -39,14 +54,16 @@ func (s *Symbols) InPLT(addr uint64) bool {
 }
 
 // PLTEntry returns the link-time address of this image's PLT entry for
-// name: the code that jumps through its JUMP_SLOT.
-func (s *Symbols) PLTEntry(name string) (uint64, bool) {
-	slot, ok := s.jumpSlots[name]
-	if !ok {
-		return 0, false
+// name at version: the code that jumps through its JUMP_SLOT.
+func (s *Symbols) PLTEntry(name, version string) (uint64, bool) {
+	for _, r := range s.slots[name] {
+		if r.lazy && s.versionMatches(r.slot, version) {
+			if entry, ok := s.pltBySlot[r.slot]; ok {
+				return entry, true
+			}
+		}
 	}
-	entry, ok := s.pltBySlot[slot]
-	return entry, ok
+	return 0, false
 }
 
 // loadPLT records the PLT sections and, for each slot, its first entry.

@@ -49,11 +49,11 @@ int main(int argc, char **argv) { char b[64]; memcpy(b, argv[0], 8); b[8] = 0; p
 		found := 0
 		for _, m := range entryRE.FindAllStringSubmatch(string(dump), -1) {
 			want, _ := strconv.ParseUint(m[1], 16, 64)
-			got, ok := syms.PLTEntry(m[2])
+			got, ok := syms.PLTEntry(m[2], "")
 			if !ok || got != want {
 				t.Errorf("%s %v: %s@plt at %#x, found %#x (%v)", c.cc, c.flags, m[2], want, got, ok)
 			}
-			if _, _, _, ok := syms.BoundSlot(m[2]); !ok {
+			if _, _, ok := syms.BoundSlot(m[2], ""); !ok {
 				t.Errorf("%s %v: %s has no slot", c.cc, c.flags, m[2])
 			}
 			found++
@@ -61,8 +61,38 @@ int main(int argc, char **argv) { char b[64]; memcpy(b, argv[0], 8); b[8] = 0; p
 		if found < 3 {
 			t.Errorf("%s %v: objdump shows %d PLT entries, want puts, strlen and memcpy:\n%s", c.cc, c.flags, found, dump)
 		}
-		if e, _ := syms.PLTEntry("puts"); !syms.InPLT(e) || syms.InPLT(0) {
+		if e, _ := syms.PLTEntry("puts", ""); !syms.InPLT(e) || syms.InPLT(0) {
 			t.Errorf("%s %v: PLT ranges %x", c.cc, c.flags, syms.plt)
 		}
+	}
+}
+
+// TestSlotVersions: an object referencing two versions of one name keeps
+// both slots, and each lookup takes the slot asking for its version.
+func TestSlotVersions(t *testing.T) {
+	s := &Symbols{
+		slots: map[string][]slotRef{"memcpy": {
+			{slot: 0x100, lazy: true}, // memcpy@GLIBC_2.2.5
+			{slot: 0x108, lazy: true}, // memcpy@GLIBC_2.14
+		}},
+		slotVersion: map[uint64]string{0x100: "GLIBC_2.2.5", 0x108: "GLIBC_2.14"},
+		pltBySlot:   map[uint64]uint64{0x100: 0x2000, 0x108: 0x2010},
+	}
+	for version, want := range map[string]uint64{"GLIBC_2.2.5": 0x100, "GLIBC_2.14": 0x108} {
+		if slot, lazy, ok := s.BoundSlot("memcpy", version); !ok || !lazy || slot != want {
+			t.Errorf("BoundSlot(memcpy, %s) = %#x, %v, %v; want %#x", version, slot, lazy, ok, want)
+		}
+		if entry, ok := s.PLTEntry("memcpy", version); !ok || entry != s.pltBySlot[want] {
+			t.Errorf("PLTEntry(memcpy, %s) = %#x, %v", version, entry, ok)
+		}
+	}
+	if _, _, ok := s.BoundSlot("memcpy", "GLIBC_2.99"); ok {
+		t.Error("a slot of another version matched")
+	}
+	// A GLOB_DAT slot, bound at load, is preferred over a lazy one.
+	s.slots["memcpy"] = append(s.slots["memcpy"], slotRef{slot: 0x200})
+	s.slotVersion[0x200] = "GLIBC_2.14"
+	if slot, lazy, _ := s.BoundSlot("memcpy", "GLIBC_2.14"); slot != 0x200 || lazy {
+		t.Errorf("GLOB_DAT slot not preferred: %#x, lazy %v", slot, lazy)
 	}
 }

@@ -66,9 +66,11 @@ type Symbols struct {
 	dyn    map[string]int // default-version dynamic symbols, index into dynAll
 	dynAll []Symbol
 	irel   map[uint64]uint64
-	// gotSlots maps symbol names to the GOT slots of GLOB_DAT relocations,
-	// jumpSlots to those of JUMP_SLOT relocations (the PLT's).
-	gotSlots, jumpSlots map[string]uint64
+	// gotSlots maps symbol names to the GOT slots of GLOB_DAT relocations.
+	gotSlots map[string]uint64
+	// slots lists, per symbol name, every GLOB_DAT and JUMP_SLOT slot (an
+	// object may reference several versions of one name).
+	slots map[string][]slotRef
 	// plt are the PLT sections' address ranges; pltBySlot maps a
 	// JUMP_SLOT to the PLT entry that jumps through it.
 	plt       [][2]uint64
@@ -86,7 +88,7 @@ func LoadSymbols(path, name string) (*Symbols, error) {
 	}
 	defer f.Close()
 	s := &Symbols{Image: name, byName: map[string][]int{}, secEnd: map[elf.SectionIndex]uint64{}, dyn: map[string]int{}, irel: map[uint64]uint64{}, gotSlots: map[string]uint64{},
-		jumpSlots: map[string]uint64{}, pltBySlot: map[uint64]uint64{}, slotVersion: map[uint64]string{}}
+		slots: map[string][]slotRef{}, pltBySlot: map[uint64]uint64{}, slotVersion: map[uint64]string{}}
 	for i, sec := range f.Sections {
 		s.secEnd[elf.SectionIndex(i)] = sec.Addr + sec.Size
 	}
@@ -179,9 +181,10 @@ func (s *Symbols) loadDynamicSlots(f *elf.File) {
 			s.irel[r.Addend] = r.Offset
 		case r.Type == globDat && r.Symbol != "":
 			s.gotSlots[r.Symbol] = r.Offset
+			s.slots[r.Symbol] = append(s.slots[r.Symbol], slotRef{slot: r.Offset})
 			s.slotVersion[r.Offset] = r.Version
 		case r.Type == jumpSlot && r.Symbol != "":
-			s.jumpSlots[r.Symbol] = r.Offset
+			s.slots[r.Symbol] = append(s.slots[r.Symbol], slotRef{slot: r.Offset, lazy: true})
 			s.slotVersion[r.Offset] = r.Version
 		}
 	})
