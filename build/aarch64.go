@@ -186,11 +186,6 @@ func movk64(rd uint32, imm uint64, hw uint32) uint32 {
 
 // runPreARM64 matches aarch64 code.
 func runPreARM64(c *preCheck, obj, tgt []byte) error {
-	type pending struct {
-		at      int
-		objDest int
-		tgtDest uint64
-	}
 	type low struct {
 		at      int
 		r       reloc
@@ -199,7 +194,7 @@ func runPreARM64(c *preCheck, obj, tgt []byte) error {
 		lo      uint64
 		relaxed bool // a GOT load the linker turned into an ADD
 	}
-	var pend []pending
+	var pend []pendingBranch
 	var lows []low
 	pages := map[pageKey]uint64{}
 	fromADR := map[pageKey]bool{}
@@ -258,7 +253,7 @@ func runPreARM64(c *preCheck, obj, tgt []byte) error {
 			case ow == tw && !ok:
 			case ok && ow&^of.mask() == tw&^of.mask():
 				_, td, _ := a64PCRel(tw)
-				pend = append(pend, pending{i, i + int(od), p + uint64(td)})
+				pend = append(pend, pendingBranch{i, i + int(od), p + uint64(td)})
 			default:
 				return mismatch()
 			}
@@ -337,7 +332,7 @@ func runPreARM64(c *preCheck, obj, tgt []byte) error {
 				}
 				dest := p + uint64(td)
 				if t, d := r.target(); t.sec == c.sec {
-					pend = append(pend, pending{i, int(t.value-c.base) + int(d), dest})
+					pend = append(pend, pendingBranch{i, int(t.value-c.base) + int(d), dest})
 					continue
 				}
 				err := c.checkSym(i, r, dest-uint64(r.addend))
@@ -359,22 +354,8 @@ func runPreARM64(c *preCheck, obj, tgt []byte) error {
 	if j = skipA64Nops(tgt, j); j < len(tgt) {
 		return fail(i, "the target's function is longer (%d more bytes at %#x)", len(tgt)-j, c.tgtAddr+uint64(j))
 	}
-	for _, pd := range pend {
-		od := skipA64Nops(obj, pd.objDest)
-		tj, ok := objToTgt[od]
-		if od == len(obj) {
-			tj, ok = len(tgt), true
-		}
-		if !ok {
-			return fail(pd.at, "branch to +%#x, which is not an instruction of the target's function", pd.objDest)
-		}
-		got := int(pd.tgtDest - c.tgtAddr)
-		if got >= 0 && got <= len(tgt) {
-			got = skipA64Nops(tgt, got)
-		}
-		if got != tj {
-			return fail(pd.at, "branch goes to %#x in the target, the original build's destination corresponds to %#x", pd.tgtDest, c.tgtAddr+uint64(tj))
-		}
+	if err := c.checkBranches(obj, tgt, pend, objToTgt, skipA64Nops); err != nil {
+		return err
 	}
 	// Each low part completes the page of the ADRP with the same symbol
 	// and addend into the address the pair computes.

@@ -329,12 +329,7 @@ func (c *preCheck) checkTables(objToTgt map[int]int, skip func([]byte, int) int)
 // runPreAMD64 matches x86-64 code.
 func runPreAMD64(c *preCheck, obj, tgt []byte) error {
 	base, tgtAddr, fail, relocsIn, checkSym, sec := c.base, c.tgtAddr, c.fail, c.relocsIn, c.checkSym, c.sec
-	type pending struct {
-		at      int
-		objDest int
-		tgtDest uint64
-	}
-	var pend []pending
+	var pend []pendingBranch
 	objToTgt := map[int]int{}
 	ld := ldUnseen // what became of the function's local-dynamic sequence
 
@@ -416,7 +411,7 @@ func runPreAMD64(c *preCheck, obj, tgt []byte) error {
 		}
 		switch {
 		case same && isRelBranch(oi) && len(rs) == 0:
-			pend = append(pend, pending{i, i + oi.Len + int(relOf(oi)), tgtAddr + uint64(j+ti.Len) + uint64(relOf(ti))})
+			pend = append(pend, pendingBranch{i, i + oi.Len + int(relOf(oi)), tgtAddr + uint64(j+ti.Len) + uint64(relOf(ti))})
 		case same:
 			for _, r := range rs {
 				o := int(r.off-base) - i
@@ -449,7 +444,7 @@ func runPreAMD64(c *preCheck, obj, tgt []byte) error {
 				}
 				if t, d := r.target(); t.sec == sec && isRelBranch(oi) {
 					// A call or jump to the function itself or a label in it.
-					pend = append(pend, pending{i, int(t.value-base) + int(d) + 4, tgtAddr + uint64(j+ti.Len) + uint64(relOf(ti))})
+					pend = append(pend, pendingBranch{i, int(t.value-base) + int(d) + 4, tgtAddr + uint64(j+ti.Len) + uint64(relOf(ti))})
 					continue
 				}
 				if err := checkSym(i, r, addr); err != nil {
@@ -459,13 +454,13 @@ func runPreAMD64(c *preCheck, obj, tgt []byte) error {
 		case isRelBranch(oi) && isRelBranch(ti) && sameBranch(oi, ti):
 			dest := tgtAddr + uint64(j+ti.Len) + uint64(relOf(ti))
 			if len(rs) == 0 {
-				pend = append(pend, pending{i, i + oi.Len + int(relOf(oi)), dest})
+				pend = append(pend, pendingBranch{i, i + oi.Len + int(relOf(oi)), dest})
 				break
 			}
 			r := rs[0]
 			// The field ends the instruction: dest = S + A + 4.
 			if t, d := r.target(); t.sec == sec {
-				pend = append(pend, pending{i, int(t.value-base) + int(d) + 4, dest})
+				pend = append(pend, pendingBranch{i, int(t.value-base) + int(d) + 4, dest})
 				break
 			}
 			if err := checkSym(i, r, dest-uint64(r.addend)-4); err != nil {
@@ -486,24 +481,43 @@ func runPreAMD64(c *preCheck, obj, tgt []byte) error {
 	if j < len(tgt) {
 		return fail(i, "the target's function is longer (%d more bytes at %#x)", len(tgt)-j, tgtAddr+uint64(j))
 	}
+	if err := c.checkBranches(obj, tgt, pend, objToTgt, skipNops); err != nil {
+		return err
+	}
+	return c.checkTables(objToTgt, skipNops)
+}
+
+// pendingBranch is a branch of the original function to a place inside
+// it: at its offset at, to objDest; the target's one goes to tgtDest.
+type pendingBranch struct {
+	at      int
+	objDest int
+	tgtDest uint64
+}
+
+// checkBranches checks, once every instruction is matched, that each
+// branch inside the function lands in the target on the instruction that
+// corresponds to its destination in the original; skip passes over
+// alignment padding.
+func (c *preCheck) checkBranches(obj, tgt []byte, pend []pendingBranch, objToTgt map[int]int, skip func([]byte, int) int) error {
 	for _, p := range pend {
-		od := skipNops(obj, p.objDest)
+		od := skip(obj, p.objDest)
 		tj, ok := objToTgt[od]
 		if od == len(obj) {
 			tj, ok = len(tgt), true
 		}
 		if !ok {
-			return fail(p.at, "branch to +%#x, which is not an instruction of the target's function", p.objDest)
+			return c.fail(p.at, "branch to +%#x, which is not an instruction of the target's function", p.objDest)
 		}
-		got := int(p.tgtDest - tgtAddr)
+		got := int(p.tgtDest - c.tgtAddr)
 		if got >= 0 && got <= len(tgt) {
-			got = skipNops(tgt, got)
+			got = skip(tgt, got)
 		}
 		if got != tj {
-			return fail(p.at, "branch goes to %#x in the target, the original build's destination corresponds to %#x", p.tgtDest, tgtAddr+uint64(tj))
+			return c.fail(p.at, "branch goes to %#x in the target, the original build's destination corresponds to %#x", p.tgtDest, c.tgtAddr+uint64(tj))
 		}
 	}
-	return c.checkTables(objToTgt, skipNops)
+	return nil
 }
 
 func localFile(s *symbol, file string) string {
