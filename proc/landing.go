@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
+
+	"github.com/hotpatch/hotpatch/target"
 )
 
 // Helpers the landing frames of both architectures use (see
@@ -20,22 +21,17 @@ var ErrNotFound = errors.New("not found")
 // trampoline of its own: signals return through the vDSO's
 // __kernel_rt_sigreturn.
 func (p *Process) FindInVDSO(seq []byte, align uint64) (uint64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", p.PID))
+	maps, err := target.ReadMaps(p.PID)
 	if err != nil {
 		return 0, err
 	}
 	align = max(align, 1)
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 6 || f[5] != "[vdso]" {
+	for _, m := range maps {
+		if m.Path != "[vdso]" || m.End <= m.Start || m.End-m.Start > 1<<20 {
 			continue
 		}
-		start, end, ok := parseRange(f[0])
-		if !ok || end <= start || end-start > 1<<20 {
-			break
-		}
-		img := make([]byte, end-start)
-		if _, err := p.ReadAt(img, start); err != nil {
+		img := make([]byte, m.End-m.Start)
+		if _, err := p.ReadAt(img, m.Start); err != nil {
 			return 0, fmt.Errorf("read vdso: %w", err)
 		}
 		for off := 0; ; off++ {
@@ -43,7 +39,7 @@ func (p *Process) FindInVDSO(seq []byte, align uint64) (uint64, error) {
 			if i < 0 {
 				break
 			}
-			if at := start + uint64(off+i); at%align == 0 {
+			if at := m.Start + uint64(off+i); at%align == 0 {
 				return at, nil
 			}
 			off += i
@@ -55,16 +51,11 @@ func (p *Process) FindInVDSO(seq []byte, align uint64) (uint64, error) {
 
 // blockedSignals reads the thread's signal mask.
 func blockedSignals(pid, tid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+	v, err := statusField(pid, tid, "SigBlk")
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "SigBlk:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		}
-	}
-	return 0, errors.New("no SigBlk in status")
+	return strconv.ParseUint(v, 16, 64)
 }
 
 // OnThreadStack reports whether the stopped thread t runs on its thread
@@ -82,40 +73,16 @@ func (p *Process) OnThreadStack(t *Thread) bool {
 // signal stack carved out of the heap, say) may have live data below the
 // stack pointer, so no frame is written there.
 func (p *Process) onThreadStack(sp, lo uint64) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", p.PID))
+	maps, err := target.ReadMaps(p.PID)
 	if err != nil {
 		return false
 	}
-	var prevEnd uint64
-	var prevGuard bool
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
+	for k, m := range maps {
+		if sp > m.Start && sp <= m.End {
+			guarded := k > 0 && maps[k-1].End == m.Start && strings.HasPrefix(maps[k-1].Perms, "---")
+			stack := m.Path == "[stack]" || (m.Path == "" && m.Inode == 0 && strings.HasPrefix(m.Perms, "rw") && guarded)
+			return stack && lo >= m.Start
 		}
-		start, end, ok := parseRange(f[0])
-		if !ok {
-			continue
-		}
-		if sp > start && sp <= end {
-			path := ""
-			if len(f) > 5 {
-				path = f[5]
-			}
-			stack := path == "[stack]" || (path == "" && f[4] == "0" && strings.HasPrefix(f[1], "rw") && prevGuard && prevEnd == start)
-			return stack && lo >= start
-		}
-		prevEnd, prevGuard = end, strings.HasPrefix(f[1], "---")
 	}
 	return false
-}
-
-func parseRange(s string) (start, end uint64, ok bool) {
-	a, b, found := strings.Cut(s, "-")
-	if !found {
-		return 0, 0, false
-	}
-	x, err1 := strconv.ParseUint(a, 16, 64)
-	y, err2 := strconv.ParseUint(b, 16, 64)
-	return x, y, err1 == nil && err2 == nil
 }

@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -353,13 +352,8 @@ func (p *Process) StopAll() ([]*Thread, error) {
 // exited reports whether thread tid is gone or a zombie that only waits to
 // be reaped: ptrace refuses those with EPERM, which then means nothing.
 func (p *Process) exited(tid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/task/" + strconv.Itoa(tid) + "/stat")
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
+	c := taskState(p.PID, tid)
+	return c == 0 || c == 'Z' || c == 'X'
 }
 
 func seizeError(tid int, err error) error {

@@ -4,9 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
-	"strings"
 	"unsafe"
 
 	"golang.org/x/net/bpf"
@@ -177,16 +175,11 @@ func seccompActionName(a uint32) string {
 
 // seccompMode reads the thread's seccomp mode (0 none, 1 strict, 2 filter).
 func (p *Process) seccompMode(tid int) (int, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/task/" + strconv.Itoa(tid) + "/status")
+	v, err := statusField(p.PID, tid, "Seccomp")
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Seccomp:"); ok {
-			return strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	return 0, errors.New("no Seccomp field")
+	return strconv.Atoi(v)
 }
 
 // seccompFilters reads the filters of stopped thread tid, the most

@@ -2,9 +2,6 @@ package proc
 
 import (
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,15 +25,11 @@ import (
 func (p *Process) waitStop(t *Thread, since time.Time) error {
 	var looked time.Time
 	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(t.TID, &ws, unix.WALL|unix.WNOHANG, nil)
-		if err == unix.EINTR {
-			continue
-		}
+		ws, ready, err := tryWait(t)
 		if err != nil {
-			return &Error{Op: "wait", TID: t.TID, Err: err}
+			return err
 		}
-		if pid == 0 {
+		if !ready {
 			now := time.Now()
 			waited := now.Sub(since)
 			giveUp := waited > p.stopLimit()
@@ -47,8 +40,7 @@ func (p *Process) waitStop(t *Thread, since time.Time) error {
 			if giveUp {
 				return &Error{Op: "stop", TID: t.TID, Err: fmt.Errorf("%w (state %s); retry later", ErrStopTimeout, p.threadState(t.TID))}
 			}
-			ts := unix.NsecToTimespec(min(max(waited/4, 4*time.Microsecond), time.Millisecond).Nanoseconds())
-			unix.Nanosleep(&ts, nil)
+			nap(waited/4, 4*time.Microsecond, time.Millisecond)
 			continue
 		}
 		if ws.Exited() || ws.Signaled() {
@@ -84,21 +76,14 @@ func (p *Process) waitStop(t *Thread, since time.Time) error {
 // uninterruptible reports whether thread tid sleeps where no signal or
 // interrupt reaches it.
 func (p *Process) uninterruptible(tid int) bool {
-	return strings.HasPrefix(p.threadState(tid), "D")
+	return taskState(p.PID, tid) == 'D'
 }
 
-// threadState describes the scheduler state of thread tid, from its stat.
+// threadState describes the scheduler state of thread tid, for errors.
 func (p *Process) threadState(tid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/task/" + strconv.Itoa(tid) + "/stat")
-	if err != nil {
+	switch c := taskState(p.PID, tid); c {
+	case 0:
 		return "unknown"
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return "unknown"
-	}
-	switch c := s[i+2]; c {
 	case 'D':
 		return "D, uninterruptible sleep"
 	default:
@@ -122,15 +107,11 @@ func (p *Process) waitBounded(t *Thread, deadline time.Time) (unix.WaitStatus, e
 	var interrupted time.Time
 	start := time.Now()
 	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(t.TID, &ws, unix.WALL|unix.WNOHANG, nil)
-		if err == unix.EINTR {
-			continue
-		}
+		ws, ready, err := tryWait(t)
 		if err != nil {
-			return ws, &Error{Op: "wait", TID: t.TID, Err: err}
+			return ws, err
 		}
-		if pid != 0 {
+		if ready {
 			if ws.Exited() || ws.Signaled() {
 				delete(p.stopped, t.TID)
 				return ws, &Error{Op: "wait", TID: t.TID, Err: ErrThreadGone}
@@ -150,7 +131,26 @@ func (p *Process) waitBounded(t *Thread, deadline time.Time) (unix.WaitStatus, e
 		case !interrupted.IsZero() && now.Sub(interrupted) > p.stopLimit():
 			return ws, &Error{Op: "stop", TID: t.TID, Err: fmt.Errorf("%w (state %s)", ErrStopTimeout, p.threadState(t.TID))}
 		}
-		ts := unix.NsecToTimespec(min(max(now.Sub(start)/4, 20*time.Microsecond), 5*time.Millisecond).Nanoseconds())
-		unix.Nanosleep(&ts, nil)
+		nap(now.Sub(start)/4, 20*time.Microsecond, 5*time.Millisecond)
 	}
+}
+
+// tryWait collects t's next wait status if there is one, without blocking.
+func tryWait(t *Thread) (ws unix.WaitStatus, ready bool, err error) {
+	for {
+		pid, err := unix.Wait4(t.TID, &ws, unix.WALL|unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ws, false, &Error{Op: "wait", TID: t.TID, Err: err}
+		}
+		return ws, pid != 0, nil
+	}
+}
+
+// nap sleeps for d, kept within [lo, hi].
+func nap(d, lo, hi time.Duration) {
+	ts := unix.NsecToTimespec(min(max(d, lo), hi).Nanoseconds())
+	unix.Nanosleep(&ts, nil)
 }
