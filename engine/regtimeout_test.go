@@ -12,21 +12,18 @@ import (
 	"github.com/hotpatch/hotpatch/proc"
 )
 
-// A target whose unwinder registry (stand-ins linked into the executable,
-// where the engine also looks) takes longer than the engine's call limit,
-// and is still running when the engine gives up on it: long enough after
-// the limit for a retry to find it there, even in the emulated arm64 VM,
-// where an apply's preparation takes seconds.
-const slowRegistrySrc = `#include <stdio.h>
+// registrySrc is a target whose unwinder registry (stand-ins linked into
+// the executable, where the engine also looks) runs body and counts the
+// registrations it completed.
+func registrySrc(body string) string {
+	return `#include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 static volatile int calls;
 __attribute__((noipa)) int compute(int x) { return x * 2; }
 void __register_frame_info(const void *begin, void *ob) {
 	(void)begin; (void)ob;
-	struct timespec a = {2, 500000000}, b = {6, 0};
-	nanosleep(&a, NULL);
-	nanosleep(&b, NULL);
+` + body + `
 	calls++;
 }
 void *__deregister_frame_info(const void *begin) { (void)begin; return 0; }
@@ -38,6 +35,15 @@ int main(void) {
 	}
 }
 `
+}
+
+// A registry call that takes longer than the engine's call limit, and is
+// still running when the engine gives up on it: long enough after the
+// limit for a retry to find it there, even in the emulated arm64 VM,
+// where an apply's preparation takes seconds.
+var slowRegistrySrc = registrySrc(`	struct timespec a = {2, 500000000}, b = {6, 0};
+	nanosleep(&a, NULL);
+	nanosleep(&b, NULL);`)
 
 // TestRegistrationTimeoutKeepsMemory: when the registration call times
 // out, the thread still runs the call stub on the stub's stack; the patch
@@ -67,26 +73,8 @@ func TestRegistrationTimeoutKeepsMemory(t *testing.T) {
 
 // A registry whose one call blocks (a single long sleep): the engine sees
 // no stop to check its limit at, so it must interrupt the call itself.
-const blockedRegistrySrc = `#include <stdio.h>
-#include <time.h>
-#include <unistd.h>
-static volatile int calls;
-__attribute__((noipa)) int compute(int x) { return x * 2; }
-void __register_frame_info(const void *begin, void *ob) {
-	(void)begin; (void)ob;
-	struct timespec a = {6, 0};
-	nanosleep(&a, NULL);
-	calls++;
-}
-void *__deregister_frame_info(const void *begin) { (void)begin; return 0; }
-int main(void) {
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	for (;;) {
-		printf("compute=%d calls=%d\n", compute(21), calls);
-		usleep(10000);
-	}
-}
-`
+var blockedRegistrySrc = registrySrc(`	struct timespec a = {6, 0};
+	nanosleep(&a, NULL);`)
 
 // TestRegistrationBlockedCall: the call limit holds while the callee is
 // blocked in one system call, and the call, let go, completes.
