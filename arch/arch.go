@@ -82,6 +82,13 @@ type Arch struct {
 	InsnAlign                       int
 	SysMmap, SysMunmap, SysMprotect uint64
 	SysPrctl                        uint64
+	// SysGetpid is the call stubs' marker; SysRtSigreturn the return
+	// through a signal frame (landing frames, the arm64 call stub), which
+	// also reads the thread's mask with SysRtSigprocmask.
+	SysGetpid, SysRtSigreturn, SysRtSigprocmask uint64
+	// AuditArch identifies the architecture to seccomp filters
+	// (AUDIT_ARCH_*).
+	AuditArch uint32
 
 	// JumpReach is how far the short jump reaches in either direction.
 	JumpReach int64

@@ -15,21 +15,25 @@ import (
 // clobbered between any call and the callee's entry, which is what makes
 // the long jump, the gate check and the call stubs legal there.
 var ARM64 = &Arch{
-	Name:         "arm64",
-	Machine:      elf.EM_AARCH64,
-	PtrSize:      8,
-	SyscallInsn:  []byte{0x01, 0x00, 0x00, 0xd4}, // svc #0
-	InsnAlign:    4,
-	SysMmap:      222,
-	SysMprotect:  226,
-	SysMunmap:    215,
-	SysPrctl:     167,
-	JumpReach:    1<<27 - 4,
-	ShortJumpLen: 4,
-	LongJumpLen:  16,
-	StubLen:      16,
-	Relocs:       arm64Relocs,
-	Apply:        arm64Apply,
+	Name:             "arm64",
+	Machine:          elf.EM_AARCH64,
+	PtrSize:          8,
+	SyscallInsn:      []byte{0x01, 0x00, 0x00, 0xd4}, // svc #0
+	InsnAlign:        4,
+	SysMmap:          222,
+	SysMprotect:      226,
+	SysMunmap:        215,
+	SysPrctl:         167,
+	SysGetpid:        a64SysGetpid,
+	SysRtSigreturn:   a64SysRtSigreturn,
+	SysRtSigprocmask: a64SysRtSigprocmask,
+	AuditArch:        0xc00000b7, // AUDIT_ARCH_AARCH64
+	JumpReach:        1<<27 - 4,
+	ShortJumpLen:     4,
+	LongJumpLen:      16,
+	StubLen:          16,
+	Relocs:           arm64Relocs,
+	Apply:            arm64Apply,
 
 	EncodeShortJump: arm64ShortJump,
 	EncodeLongJump:  arm64LongJump,

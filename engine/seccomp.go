@@ -52,20 +52,17 @@ func (s *session) checkStubSeccomp(t *proc.Thread) error {
 // in (stub); audit is 0 for an architecture it does not know.
 func (s *session) seccompCalls() (audit uint32, sys, stub []proc.SeccompCall) {
 	const anyAddr, size = 0x10000, 0x10000
-	var getpid, sigreturn uint64
-	switch s.arch.Machine {
-	case elf.EM_X86_64:
-		audit, getpid, sigreturn = unix.AUDIT_ARCH_X86_64, 39, 15
-		stub = []proc.SeccompCall{{Name: "getpid", Nr: getpid}}
-	case elf.EM_AARCH64:
-		audit, getpid, sigreturn = unix.AUDIT_ARCH_AARCH64, 172, 139
+	a := s.arch
+	if a.AuditArch == 0 {
+		return 0, nil, nil
+	}
+	stub = []proc.SeccompCall{{Name: "getpid", Nr: a.SysGetpid}}
+	if a.Machine == elf.EM_AARCH64 {
 		// The stub reads the thread's signal mask into its frame, and
 		// returns through it should the engine die.
-		stub = []proc.SeccompCall{{Name: "getpid", Nr: getpid},
-			{Name: "rt_sigprocmask", Nr: 135, Args: [6]uint64{unix.SIG_BLOCK, 0, anyAddr, 8}},
-			{Name: "rt_sigreturn", Nr: sigreturn}}
-	default:
-		return 0, nil, nil
+		stub = append(stub,
+			proc.SeccompCall{Name: "rt_sigprocmask", Nr: a.SysRtSigprocmask, Args: [6]uint64{unix.SIG_BLOCK, 0, anyAddr, 8}},
+			proc.SeccompCall{Name: "rt_sigreturn", Nr: a.SysRtSigreturn})
 	}
 	sys = []proc.SeccompCall{
 		{Name: "mmap", Nr: s.arch.SysMmap, Args: [6]uint64{anyAddr, size, unix.PROT_READ | unix.PROT_WRITE,
@@ -77,7 +74,7 @@ func (s *session) seccompCalls() (audit uint32, sys, stub []proc.SeccompCall) {
 		{Name: "munmap", Nr: s.arch.SysMunmap, Args: [6]uint64{anyAddr, size}},
 		{Name: "prctl", Nr: s.arch.SysPrctl, Args: [6]uint64{unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, anyAddr, size, anyAddr}, MayFail: true},
 		// The landing's return to the thread.
-		{Name: "rt_sigreturn", Nr: sigreturn},
+		{Name: "rt_sigreturn", Nr: a.SysRtSigreturn},
 	}
-	return audit, sys, stub
+	return a.AuditArch, sys, stub
 }
